@@ -1,0 +1,485 @@
+//! `/api/v1/broadcasts`: play now, follow, cancel, and the as-run log. A broadcast is
+//! stored (queued) before it is acknowledged; its audio is prepared off the reactor and
+//! handed to the engine, whose events move it to playing and done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::areas::validation;
+use super::problem::{ApiError, FieldError, JsonBody, Problem};
+use crate::codec::Codec;
+use crate::fleet::{Endpoint, EndpointSpec};
+use crate::playout::{Priority, Target};
+use crate::store::{
+    AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_broadcast, list_broadcasts))
+        .routes(routes!(get_broadcast))
+        .routes(routes!(cancel_broadcast))
+}
+
+/// Most audio items one broadcast may chain.
+const MAX_ITEMS: usize = 50;
+/// Most times a broadcast may repeat.
+const MAX_REPEAT: u32 = 100;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Area codes: every enabled cluster in each area's subtree.
+    #[serde(default)]
+    pub areas: Vec<String>,
+    /// Cluster ids.
+    #[serde(default)]
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBroadcast {
+    /// Announcements aired back to back, in this order.
+    audio_ids: Vec<String>,
+    targets: Targets,
+    /// `scheduled` (default), `background`, `priority` or `live`. Emergencies have their
+    /// own route.
+    priority: Option<String>,
+    /// Times the whole playlist airs (1-100, default 1).
+    repeat: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    id: String,
+    status: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterRun {
+    id: String,
+    name: String,
+    area_code: String,
+    status: String,
+    packets_sent: u64,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Broadcast {
+    id: String,
+    /// queued, playing, done, interrupted, cancelled or failed.
+    status: String,
+    priority: String,
+    repeat: u32,
+    audio_ids: Vec<String>,
+    targets: Targets,
+    /// Why it failed or was interrupted.
+    detail: Option<String>,
+    created_at: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    clusters: Vec<ClusterRun>,
+}
+
+/// Plays announcements now on the target clusters.
+#[utoipa::path(post, path = "/api/v1/broadcasts", tag = "broadcasts", security(("bearer" = [])),
+    request_body = CreateBroadcast,
+    responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
+async fn create_broadcast(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateBroadcast>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut errors = Vec::new();
+
+    let priority = match body.priority.as_deref().unwrap_or("scheduled") {
+        "scheduled" => Some(Priority::Scheduled),
+        "background" => Some(Priority::Background),
+        "priority" => Some(Priority::Priority),
+        "live" => Some(Priority::Live),
+        "emergency" => {
+            errors.push(FieldError::new(
+                "priority".to_string(),
+                "emergencies go through POST /api/v1/emergency".to_string(),
+            ));
+            None
+        }
+        other => {
+            errors.push(FieldError::new(
+                "priority".to_string(),
+                format!("`{other}` is not one of: scheduled, background, priority, live"),
+            ));
+            None
+        }
+    };
+    let repeat = body.repeat.unwrap_or(1);
+    if !(1..=MAX_REPEAT).contains(&repeat) {
+        errors.push(FieldError::new(
+            "repeat",
+            format!("must be between 1 and {MAX_REPEAT}"),
+        ));
+    }
+    if body.audio_ids.is_empty() || body.audio_ids.len() > MAX_ITEMS {
+        errors.push(FieldError::new(
+            "audio_ids".to_string(),
+            format!("must list 1 to {MAX_ITEMS} audio ids"),
+        ));
+    }
+    let mut audio = Vec::new();
+    for (i, id) in body.audio_ids.iter().enumerate().take(MAX_ITEMS) {
+        match state.store.audio(id).await {
+            Ok(row) => audio.push(row),
+            Err(StoreError::NotFound) => errors.push(FieldError::new(
+                format!("audio_ids[{i}]"),
+                format!("audio `{id}` does not exist"),
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if body.targets.areas.is_empty() && body.targets.clusters.is_empty() {
+        errors.push(FieldError::new(
+            "targets".to_string(),
+            "name at least one area or cluster".to_string(),
+        ));
+    }
+    let mut clusters: BTreeMap<String, ClusterRow> = BTreeMap::new();
+    for (i, code) in body.targets.areas.iter().enumerate() {
+        let codes = state.store.area_subtree(std::slice::from_ref(code)).await?;
+        if codes.is_empty() {
+            errors.push(FieldError::new(
+                format!("targets.areas[{i}]"),
+                format!("area `{code}` does not exist"),
+            ));
+            continue;
+        }
+        for c in state.store.clusters_in_areas(&codes).await? {
+            clusters.insert(c.id.clone(), c);
+        }
+    }
+    for (i, id) in body.targets.clusters.iter().enumerate() {
+        match state.store.cluster(id).await {
+            Ok(c) => {
+                clusters.insert(c.id.clone(), c);
+            }
+            Err(StoreError::NotFound) => errors.push(FieldError::new(
+                format!("targets.clusters[{i}]"),
+                format!("cluster `{id}` does not exist"),
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    clusters.retain(|_, c| c.enabled);
+    if errors.is_empty() && clusters.is_empty() {
+        errors.push(FieldError::new(
+            "targets".to_string(),
+            "no enabled cluster in the targets".to_string(),
+        ));
+    }
+    let Some(priority) = priority.filter(|_| errors.is_empty()) else {
+        return Err(validation(errors));
+    };
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = BroadcastRow {
+        id: id.clone(),
+        status: status::QUEUED.to_string(),
+        priority: priority.as_str().to_string(),
+        repeat: i64::from(repeat),
+        audio_ids: serde_json::to_string(&body.audio_ids).map_err(ApiError::internal)?,
+        targets: serde_json::to_string(&body.targets).map_err(ApiError::internal)?,
+        detail: None,
+        created_at: now_rfc3339(),
+        started_at: None,
+        ended_at: None,
+    };
+    let runs: Vec<BroadcastClusterRow> = clusters
+        .values()
+        .map(|c| BroadcastClusterRow {
+            broadcast_id: id.clone(),
+            cluster_id: c.id.clone(),
+            cluster_name: c.name.clone(),
+            area_code: c.area_code.clone(),
+            status: status::QUEUED.to_string(),
+            packets_sent: 0,
+            started_at: None,
+            ended_at: None,
+        })
+        .collect();
+    state.store.insert_broadcast(&row, &runs).await?;
+    tracing::info!(broadcast = %id, clusters = runs.len(), "broadcast queued");
+
+    let clusters: Vec<ClusterRow> = clusters.into_values().collect();
+    tokio::spawn(prepare_and_play(
+        state,
+        id.clone(),
+        priority,
+        repeat,
+        audio,
+        clusters,
+    ));
+
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v1/broadcasts/{id}"))],
+        Json(Accepted {
+            id,
+            status: status::QUEUED.to_string(),
+        }),
+    ))
+}
+
+/// Builds the frames of each (codec, ptime) once, then hands the broadcast to the engine.
+async fn prepare_and_play(
+    state: AppState,
+    id: String,
+    priority: Priority,
+    repeat: u32,
+    audio: Vec<AudioRow>,
+    clusters: Vec<ClusterRow>,
+) {
+    match build_targets(&state, repeat, &audio, &clusters).await {
+        Ok(targets) => {
+            // It may have been cancelled while the audio was being prepared.
+            match state.store.broadcast(&id).await {
+                Ok(b) if b.status == status::QUEUED => {
+                    if !state.engine.play(&id, priority, targets) {
+                        fail(&state, &id, "the playout engine has stopped").await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(broadcast = %id, error = %e, "cannot read broadcast"),
+            }
+        }
+        Err(why) => fail(&state, &id, &why).await,
+    }
+}
+
+async fn fail(state: &AppState, id: &str, why: &str) {
+    tracing::error!(broadcast = %id, reason = why, "broadcast failed");
+    let now = now_rfc3339();
+    if let Ok(runs) = state.store.broadcast_clusters(id).await {
+        for run in runs {
+            let _ = state
+                .store
+                .set_broadcast_cluster_status(id, &run.cluster_id, status::FAILED, None, &now)
+                .await;
+        }
+    }
+    let _ = state
+        .store
+        .set_broadcast_status(id, status::FAILED, Some(why))
+        .await;
+}
+
+async fn build_targets(
+    state: &AppState,
+    repeat: u32,
+    audio: &[AudioRow],
+    clusters: &[ClusterRow],
+) -> Result<Vec<Target>, String> {
+    let mut programmes: BTreeMap<(Codec, u32), Arc<[Bytes]>> = BTreeMap::new();
+    let mut targets = Vec::with_capacity(clusters.len());
+    for c in clusters {
+        let codec: Codec = c
+            .codec
+            .parse()
+            .map_err(|e: crate::codec::UnknownCodec| e.to_string())?;
+        let ptime_ms = c.ptime_ms as u32;
+        let spec: EndpointSpec = serde_json::from_str(&c.endpoint).map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::parse(&spec).map_err(|(f, e)| format!("{f}: {}", e.0))?;
+        let frames = match programmes.get(&(codec, ptime_ms)) {
+            Some(f) => f.clone(),
+            None => {
+                let mut playlist = Vec::new();
+                for item in audio {
+                    let loudness = item.loudness_lufs.zip(item.true_peak_dbtp).map(|(i, t)| {
+                        crate::media::Loudness {
+                            integrated_lufs: i,
+                            true_peak_dbtp: t,
+                        }
+                    });
+                    let frames = state
+                        .library
+                        .frames(&item.id, &item.file_name, loudness, codec, ptime_ms)
+                        .await
+                        .map_err(|e| format!("audio `{}`: {e}", item.id))?;
+                    playlist.push(frames);
+                }
+                let once: Vec<Bytes> = playlist.iter().flat_map(|f| f.iter().cloned()).collect();
+                let all: Arc<[Bytes]> = (0..repeat).flat_map(|_| once.iter().cloned()).collect();
+                programmes.insert((codec, ptime_ms), all.clone());
+                all
+            }
+        };
+        targets.push(Target {
+            cluster_id: c.id.clone(),
+            destination: endpoint.rtp_destination(),
+            codec,
+            ptime_ms,
+            frames,
+        });
+    }
+    Ok(targets)
+}
+
+async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError> {
+    let runs = state.store.broadcast_clusters(&row.id).await?;
+    let clusters = runs
+        .into_iter()
+        .map(|r| ClusterRun {
+            packets_sent: if r.status == status::PLAYING {
+                state
+                    .engine
+                    .packets_sent(&row.id, &r.cluster_id)
+                    .unwrap_or(r.packets_sent as u64)
+            } else {
+                r.packets_sent as u64
+            },
+            id: r.cluster_id,
+            name: r.cluster_name,
+            area_code: r.area_code,
+            status: r.status,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        })
+        .collect();
+    Ok(Broadcast {
+        audio_ids: serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
+        targets: serde_json::from_str(&row.targets).map_err(ApiError::internal)?,
+        id: row.id,
+        status: row.status,
+        priority: row.priority,
+        repeat: row.repeat as u32,
+        detail: row.detail,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        ended_at: row.ended_at,
+        clusters,
+    })
+}
+
+async fn find(state: &AppState, id: &str) -> Result<BroadcastRow, ApiError> {
+    state.store.broadcast(id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("broadcast", id),
+        other => other.into(),
+    })
+}
+
+/// A broadcast and how it went on each cluster.
+#[utoipa::path(get, path = "/api/v1/broadcasts/{id}", tag = "broadcasts", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = Broadcast), (status = 404, body = Problem)))]
+async fn get_broadcast(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Broadcast>, ApiError> {
+    let row = find(&state, &id).await?;
+    view(&state, row).await.map(Json)
+}
+
+/// Stops a broadcast on every cluster at the next tick.
+#[utoipa::path(post, path = "/api/v1/broadcasts/{id}/cancel", tag = "broadcasts", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = Broadcast), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "already over")))]
+async fn cancel_broadcast(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Broadcast>, ApiError> {
+    let row = find(&state, &id).await?;
+    if status::is_final(&row.status) {
+        return Err(ApiError::Conflict(format!(
+            "broadcast `{id}` is already {}",
+            row.status
+        )));
+    }
+    // Recorded first, so a cancel is never lost even if the engine is slow to act on it.
+    state
+        .store
+        .set_broadcast_status(&id, status::CANCELLED, Some("cancelled by request"))
+        .await?;
+    state.engine.cancel(&id);
+    let now = now_rfc3339();
+    for run in state.store.broadcast_clusters(&id).await? {
+        if !status::is_final(&run.status) {
+            let sent = state.engine.packets_sent(&id, &run.cluster_id);
+            state
+                .store
+                .set_broadcast_cluster_status(&id, &run.cluster_id, status::CANCELLED, sent, &now)
+                .await?;
+        }
+    }
+    tracing::info!(broadcast = %id, "broadcast cancelled");
+    let row = find(&state, &id).await?;
+    view(&state, row).await.map(Json)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AsRunFilter {
+    /// RFC 3339; broadcasts created at or after.
+    from: Option<String>,
+    /// RFC 3339; broadcasts created before.
+    to: Option<String>,
+    /// Only broadcasts that reached a cluster in this area's subtree.
+    area: Option<String>,
+}
+
+fn parse_time(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| {
+                    t.with_timezone(&chrono::Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                })
+                .map_err(|e| ApiError::field(field, format!("`{v}` is not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+}
+
+/// The as-run log, newest first (at most 1000).
+#[utoipa::path(get, path = "/api/v1/broadcasts", tag = "broadcasts", security(("bearer" = [])),
+    params(AsRunFilter),
+    responses((status = 200, body = [Broadcast]), (status = 422, body = Problem)))]
+async fn list_broadcasts(
+    State(state): State<AppState>,
+    Query(filter): Query<AsRunFilter>,
+) -> Result<Json<Vec<Broadcast>>, ApiError> {
+    let from = parse_time("from", filter.from.as_deref())?;
+    let to = parse_time("to", filter.to.as_deref())?;
+    let areas = match &filter.area {
+        Some(area) => {
+            let codes = state.store.area_subtree(std::slice::from_ref(area)).await?;
+            if codes.is_empty() {
+                return Err(ApiError::field(
+                    "area",
+                    format!("area `{area}` does not exist"),
+                ));
+            }
+            Some(codes)
+        }
+        None => None,
+    };
+    let rows = state
+        .store
+        .broadcasts(from.as_deref(), to.as_deref(), areas.as_deref())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(view(&state, row).await?);
+    }
+    Ok(Json(out))
+}

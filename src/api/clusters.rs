@@ -1,0 +1,253 @@
+//! `/api/v1/clusters`: the loudspeaker clusters, where their streams go, and the SDP a
+//! receiver needs to play them.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::areas::validation;
+use super::problem::{ApiError, FieldError, JsonBody, Problem};
+use crate::codec::Codec;
+use crate::fleet::{Endpoint, EndpointSpec, parse_name};
+use crate::rtp::sdp;
+use crate::store::{ClusterRow, StoreError, now_rfc3339};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_cluster, list_clusters))
+        .routes(routes!(get_cluster, delete_cluster))
+        .routes(routes!(cluster_sdp))
+}
+
+/// Packet durations a cluster may use: multiples of the pacer's tick.
+const PTIMES: [u32; 3] = [20, 40, 60];
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCluster {
+    name: String,
+    area_code: String,
+    /// `pcmu` or `pcma`.
+    codec: String,
+    /// 20, 40 or 60 (default: the configured ptime).
+    ptime_ms: Option<u32>,
+    endpoint: EndpointSpec,
+    /// 0-100, default 100.
+    volume: Option<u8>,
+    /// Default true. A disabled cluster is skipped by broadcasts.
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cluster {
+    id: String,
+    name: String,
+    area_code: String,
+    #[schema(value_type = String)]
+    codec: Codec,
+    ptime_ms: u32,
+    endpoint: EndpointSpec,
+    volume: u8,
+    enabled: bool,
+    created_at: String,
+    /// Where to fetch the SDP of this cluster's stream.
+    sdp_url: String,
+}
+
+impl Cluster {
+    pub(crate) fn from_row(r: ClusterRow) -> Result<Self, ApiError> {
+        let spec: EndpointSpec = serde_json::from_str(&r.endpoint).map_err(ApiError::internal)?;
+        Ok(Cluster {
+            sdp_url: format!("/api/v1/clusters/{}/sdp", r.id),
+            codec: r.codec.parse().map_err(ApiError::internal)?,
+            ptime_ms: r.ptime_ms as u32,
+            volume: r.volume.clamp(0, 100) as u8,
+            id: r.id,
+            name: r.name,
+            area_code: r.area_code,
+            endpoint: spec,
+            enabled: r.enabled,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// Registers a cluster.
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
+    request_body = CreateCluster,
+    responses((status = 201, body = Cluster), (status = 422, body = Problem)))]
+async fn create_cluster(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateCluster>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut errors = Vec::new();
+    let name = parse_name(&body.name, 200)
+        .map_err(|e| errors.push(FieldError::new("name", e.0)))
+        .ok();
+    let codec = body
+        .codec
+        .parse::<Codec>()
+        .map_err(|e| errors.push(FieldError::new("codec", e.to_string())))
+        .ok();
+    let ptime_ms = body.ptime_ms.unwrap_or(state.config.rtp.ptime_ms);
+    if !PTIMES.contains(&ptime_ms) || ptime_ms % state.config.rtp.ptime_ms != 0 {
+        errors.push(FieldError::new(
+            "ptime_ms",
+            format!(
+                "must be one of 20, 40, 60 and a multiple of the configured {} ms",
+                state.config.rtp.ptime_ms
+            ),
+        ));
+    }
+    let endpoint = Endpoint::parse(&body.endpoint)
+        .map_err(|(field, why)| errors.push(FieldError::new(field, why.0)))
+        .ok();
+    if body.volume.is_some_and(|v| v > 100) {
+        errors.push(FieldError::new("volume", "must be between 0 and 100"));
+    }
+    match state.store.area(&body.area_code).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound) => errors.push(FieldError::new(
+            "area_code",
+            format!("area `{}` does not exist", body.area_code),
+        )),
+        Err(e) => return Err(e.into()),
+    }
+    let (Some(name), Some(codec), Some(endpoint), true) =
+        (name, codec, endpoint, errors.is_empty())
+    else {
+        return Err(validation(errors));
+    };
+    let row = ClusterRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        name,
+        area_code: body.area_code,
+        codec: codec.to_string(),
+        ptime_ms: i64::from(ptime_ms),
+        endpoint: serde_json::to_string(&endpoint.to_spec()).map_err(ApiError::internal)?,
+        volume: i64::from(body.volume.unwrap_or(100)),
+        enabled: body.enabled.unwrap_or(true),
+        sdp_session_id: i64::from(rand::random::<u32>()),
+        created_at: now_rfc3339(),
+    };
+    state.store.insert_cluster(&row).await?;
+    let location = format!("/api/v1/clusters/{}", row.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(Cluster::from_row(row)?),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ClusterFilter {
+    /// Only clusters in this area's subtree.
+    area: Option<String>,
+}
+
+/// Every cluster, optionally only those below an area.
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
+    params(ClusterFilter),
+    responses((status = 200, body = [Cluster])))]
+async fn list_clusters(
+    State(state): State<AppState>,
+    Query(filter): Query<ClusterFilter>,
+) -> Result<Json<Vec<Cluster>>, ApiError> {
+    let rows = match filter.area {
+        Some(area) => {
+            let codes = state.store.area_subtree(&[area.clone()]).await?;
+            if codes.is_empty() {
+                return Err(ApiError::field(
+                    "area",
+                    format!("area `{area}` does not exist"),
+                ));
+            }
+            state.store.clusters_in_areas(&codes).await?
+        }
+        None => state.store.clusters().await?,
+    };
+    rows.into_iter()
+        .map(Cluster::from_row)
+        .collect::<Result<_, _>>()
+        .map(Json)
+}
+
+async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
+    state.store.cluster(id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("cluster", id),
+        other => other.into(),
+    })
+}
+
+/// One cluster.
+#[utoipa::path(get, path = "/api/v1/clusters/{id}", tag = "clusters", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = Cluster), (status = 404, body = Problem)))]
+async fn get_cluster(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Cluster>, ApiError> {
+    Cluster::from_row(find(&state, &id).await?).map(Json)
+}
+
+/// Removes a cluster; what it was airing stops and its stream ends with BYE.
+#[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete_cluster(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_cluster(&id).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("cluster", &id),
+        other => other.into(),
+    })?;
+    state.engine.remove_cluster(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The SDP of the stream this cluster receives: give it to ffplay, ffmpeg, GStreamer or
+/// VLC to play the cluster's audio.
+#[utoipa::path(get, path = "/api/v1/clusters/{id}/sdp", tag = "clusters", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "application/sdp", body = String),
+              (status = 404, body = Problem)))]
+async fn cluster_sdp(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row = find(&state, &id).await?;
+    let cluster = Cluster::from_row(row.clone())?;
+    let endpoint = Endpoint::parse(&cluster.endpoint).map_err(|(f, e)| {
+        ApiError::internal(format!("stored endpoint of {id} is invalid: {f}: {}", e.0))
+    })?;
+    let local = state.engine.rtp_local_addr().ip();
+    let origin = if local.is_unspecified() {
+        let listen = state.config.server.listen.ip();
+        if listen.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            listen
+        }
+    } else {
+        local
+    };
+    let text = sdp::render(&sdp::StreamDescription {
+        session_id: row.sdp_session_id as u64,
+        session_version: 1,
+        origin,
+        name: &cluster.name,
+        destination: endpoint.rtp_destination(),
+        codec: cluster.codec,
+        ptime_ms: cluster.ptime_ms,
+    });
+    Ok(([(header::CONTENT_TYPE, "application/sdp")], text))
+}

@@ -1,0 +1,83 @@
+//! The HTTP API: one router per resource, bearer auth on `/api/`, problem+json errors,
+//! and the OpenAPI document generated from the same route definitions so it cannot drift.
+
+pub mod areas;
+pub mod audio;
+pub mod auth;
+pub mod broadcasts;
+pub mod clusters;
+pub mod problem;
+pub mod system;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use auth::BearerSecurity;
+
+use crate::config::Config;
+use crate::library::Library;
+use crate::playout::Engine;
+use crate::store::Store;
+
+/// JSON bodies are small; uploads get their own, configured limit.
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub library: Arc<Library>,
+    pub config: Arc<Config>,
+    /// SHA-256 of the bootstrap admin token.
+    pub admin_token_hash: [u8; 32],
+    /// The document generated from the routes, set once when the app is built.
+    pub openapi: Arc<OnceLock<Arc<utoipa::openapi::OpenApi>>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "loaxa",
+        description = "Smart IP-radio broadcast controller for commune loudspeaker clusters"
+    ),
+    modifiers(&BearerSecurity),
+    components(schemas(problem::Problem, problem::FieldError))
+)]
+struct ApiDoc;
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = routes(&state).split_for_parts();
+    let _ = state.openapi.set(Arc::new(openapi));
+    router
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Every route with its OpenAPI description (also used to print the document).
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let upload_limit = (state.config.audio.max_upload_mb as usize).saturating_mul(1024 * 1024);
+    let protected = OpenApiRouter::new()
+        .merge(areas::router())
+        .merge(clusters::router())
+        .merge(broadcasts::router())
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(system::router())
+        .merge(protected)
+}
+
+/// The OpenAPI document, for `loaxa openapi` and tests.
+pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
+    routes(state).split_for_parts().1
+}

@@ -1,0 +1,240 @@
+//! Errors as RFC 9457 `application/problem+json`, and the request extractors whose
+//! rejections are the same type, so every malformed request gets the same kind of answer.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::StoreError;
+
+/// One field of a request that failed validation.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, as a JSON path (`endpoint.address`) or form field name.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The problem document (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Everything an API handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No bearer token, or one that is not valid.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// The named resource does not exist.
+    #[error("{what} `{id}` does not exist")]
+    NotFound { what: &'static str, id: String },
+    /// The body is not syntactically valid (JSON that does not parse, a broken multipart).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body parses but some fields are not acceptable.
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    /// The upload is not audio we can decode.
+    #[error("{detail}")]
+    UnsupportedMedia { detail: String, field: String },
+    /// The body is larger than allowed.
+    #[error("the request body is larger than the {limit_mb} MB allowed")]
+    TooLarge { limit_mb: u64 },
+    /// The Content-Type is not one the route accepts.
+    #[error("{0}")]
+    WrongContentType(String),
+    /// The request conflicts with the current state (a duplicate code, a resource in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something broke on our side; logged, never detailed to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let field = field.into();
+        ApiError::Validation {
+            detail: format!("{field}: {message}"),
+            errors: vec![FieldError { field, message }],
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMedia { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::WrongContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound { .. } => "not-found",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Validation { .. } => "validation",
+            ApiError::UnsupportedMedia { .. } => "unsupported-media",
+            ApiError::TooLarge { .. } => "too-large",
+            ApiError::WrongContentType(_) => "wrong-content-type",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let kind = format!("urn:loaxa:problem:{}", self.kind());
+        let detail = if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error answering a request");
+            "an internal error occurred; it has been logged".to_string()
+        } else {
+            self.to_string()
+        };
+        let errors = match self {
+            ApiError::Validation { errors, .. } => errors,
+            ApiError::UnsupportedMedia { field, detail } => vec![FieldError {
+                field,
+                message: detail,
+            }],
+            _ => Vec::new(),
+        };
+        problem_response(status, kind, detail, errors)
+    }
+}
+
+/// Builds a problem+json response.
+pub fn problem_response(
+    status: StatusCode,
+    kind: String,
+    detail: String,
+    errors: Vec<FieldError>,
+) -> Response {
+    let body = Problem {
+        kind,
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Like `axum::Json`, but a body that does not parse is a problem+json naming the field
+/// (via the JSON path of the serde error), and a body over the limit is a 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::WrongContentType(
+                "the body must be JSON (Content-Type: application/json)".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge { limit_mb: 1 }
+                } else {
+                    ApiError::BadRequest(format!("could not read the body: {e}"))
+                }
+            })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(value) => Ok(JsonBody(value)),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    Err(ApiError::BadRequest(format!(
+                        "the body is not valid JSON: {inner}"
+                    )))
+                } else {
+                    let field = if path == "." { String::new() } else { path };
+                    let message = inner.to_string();
+                    Err(ApiError::Validation {
+                        detail: if field.is_empty() {
+                            message.clone()
+                        } else {
+                            format!("{field}: {message}")
+                        },
+                        errors: vec![FieldError { field, message }],
+                    })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: `config/loaxa.toml` (every key optional), then `LOAXA_*` environment
+//! overrides, validated once at start into a [`Config`] the rest of the daemon trusts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the daemon can be told at start. Field defaults are those of API.md.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub schedule: ScheduleConfig,
+    pub audio: AudioConfig,
+    pub rtp: RtpConfig,
+    pub health: HealthConfig,
+    pub emergency: EmergencyConfig,
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Bootstrap admin bearer token. Never in the file in production: use LOAXA_ADMIN_TOKEN.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub timezone: String,
+    pub quiet_hours: String,
+    pub missed_run_grace_s: u64,
+    pub approval_required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub loudness_target_lufs: f64,
+    pub true_peak_dbtp: f64,
+    pub max_upload_mb: u64,
+    pub max_duration_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    pub ptime_ms: u32,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub offline_after_s: u64,
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmergencyConfig {
+    pub attention_tone: bool,
+    pub cap_geocode_value_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            schedule: ScheduleConfig::default(),
+            audio: AudioConfig::default(),
+            rtp: RtpConfig::default(),
+            health: HealthConfig::default(),
+            emergency: EmergencyConfig::default(),
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+        }
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            timezone: "Asia/Ho_Chi_Minh".into(),
+            quiet_hours: "22:00-05:00".into(),
+            missed_run_grace_s: 600,
+            approval_required: true,
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            loudness_target_lufs: -16.0,
+            true_peak_dbtp: -1.0,
+            max_upload_mb: 200,
+            max_duration_s: 7200,
+        }
+    }
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            ptime_ms: 20,
+            port: 5004,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            offline_after_s: 30,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl Default for EmergencyConfig {
+    fn default() -> Self {
+        Self {
+            attention_tone: true,
+            cap_geocode_value_name: "loaxa".into(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with --config could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or of the wrong type.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// An environment override has a value that does not parse.
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    /// A value parses but is outside what the daemon can work with.
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads `path` if it exists (a missing default file means "all defaults"; a missing
+    /// file named explicitly is an error), then applies `LOAXA_*` overrides from `env`.
+    pub fn load(
+        path: &Path,
+        must_exist: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Self::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("LOAXA_LISTEN") {
+            self.server.listen = v.parse().map_err(|e| ConfigError::Env {
+                var: "LOAXA_LISTEN",
+                message: format!("`{v}` is not an IP:PORT address ({e})"),
+            })?;
+        }
+        if let Some(v) = env("LOAXA_DATA_DIR") {
+            self.storage.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("LOAXA_DATABASE_URL") {
+            self.storage.database_url = v;
+        }
+        if let Some(v) = env("LOAXA_ADMIN_TOKEN") {
+            self.server.admin_token = Some(v);
+        }
+        if let Some(v) = env("LOAXA_RTP_PORT") {
+            self.rtp.port = v.parse().map_err(|e| ConfigError::Env {
+                var: "LOAXA_RTP_PORT",
+                message: format!("`{v}` is not a port ({e})"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if ![10, 20, 30, 40, 60].contains(&self.rtp.ptime_ms) {
+            return invalid("rtp.ptime_ms", "must be one of 10, 20, 30, 40, 60");
+        }
+        if self.audio.max_upload_mb == 0 {
+            return invalid("audio.max_upload_mb", "must be at least 1");
+        }
+        if self.audio.max_duration_s == 0 {
+            return invalid("audio.max_duration_s", "must be at least 1");
+        }
+        if let Some(token) = &self.server.admin_token
+            && token.len() < 16
+        {
+            return invalid(
+                "LOAXA_ADMIN_TOKEN",
+                "must be at least 16 characters: it guards every broadcast",
+            );
+        }
+        Ok(())
+    }
+
+    /// The SQLite URL: the configured one, or `data_dir/loaxa.db`.
+    pub fn database_url(&self) -> String {
+        if self.storage.database_url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.storage.data_dir.join("loaxa.db").display()
+            )
+        } else {
+            self.storage.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_shipped_config_file_equals_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/loaxa.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(Config::parse(&text, &path).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load(
+            &path,
+            true,
+            env(&[
+                ("LOAXA_LISTEN", "127.0.0.1:0"),
+                ("LOAXA_DATA_DIR", "/tmp/x"),
+                ("LOAXA_ADMIN_TOKEN", "0123456789abcdef0123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 0);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.database_url(), "sqlite:///tmp/x/loaxa.db");
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_with_its_name() {
+        let err =
+            Config::parse("[server]\nlisten_addr = \"x\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_listen_override_names_the_variable() {
+        let err = Config::load(
+            Path::new("/nonexistent.toml"),
+            false,
+            env(&[("LOAXA_LISTEN", "localhost")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("LOAXA_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_named_explicitly_is_an_error() {
+        assert!(Config::load(Path::new("/nonexistent.toml"), true, env(&[])).is_err());
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let err = Config::load(
+            Path::new("/nonexistent.toml"),
+            false,
+            env(&[("LOAXA_ADMIN_TOKEN", "short")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("16"), "{err}");
+    }
+}

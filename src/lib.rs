@@ -1,0 +1,25 @@
+//! loaxa: a broadcast controller for commune loudspeaker clusters.
+//!
+//! Map of the crate, core first (pure, no I/O, no clock) then the shell:
+//! - [`media`]: decode uploads (symphonia), resample (rubato), measure loudness.
+//! - [`codec`]: mono clip -> RTP payload frames per codec (G.711 today).
+//! - [`rtp`]: RTP sessions, RTCP sender reports and BYE, SDP.
+//! - [`playout::arbiter`]: which programme each cluster airs at each tick.
+//! - [`fleet`]: areas, cluster endpoints: domain types parsed at the edge.
+//! - [`config`]: the TOML file and `LOAXA_*` overrides.
+//! - [`store`]: SQLite (WAL) with embedded migrations.
+//! - [`library`]: uploaded files and the encode-once frame cache.
+//! - [`playout`]: the engine handle and the pacer thread that sends.
+//! - [`api`]: axum routes, auth, problem+json, OpenAPI.
+//! - [`server`]: wires it all and shuts it down in order.
+
+pub mod api;
+pub mod codec;
+pub mod config;
+pub mod fleet;
+pub mod library;
+pub mod media;
+pub mod playout;
+pub mod rtp;
+pub mod server;
+pub mod store;

@@ -1,0 +1,502 @@
+//! The arbiter: for each cluster, which programme plays at each tick. A pure state
+//! machine: it is told the tick number and returns frames and events; it never reads a
+//! clock, sleeps or touches a socket (the pacer does).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// How urgent a source is; a higher one cuts in over a lower one on the next tick.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Background,
+    Scheduled,
+    Priority,
+    Live,
+    Emergency,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Background => "background",
+            Priority::Scheduled => "scheduled",
+            Priority::Priority => "priority",
+            Priority::Live => "live",
+            Priority::Emergency => "emergency",
+        }
+    }
+}
+
+pub type ClusterKey = Arc<str>;
+pub type BroadcastKey = Arc<str>;
+
+/// Something to air on one cluster: ready-made payload frames, one per packet.
+#[derive(Debug, Clone)]
+pub struct Programme {
+    pub broadcast: BroadcastKey,
+    pub priority: Priority,
+    pub frames: Arc<[Bytes]>,
+}
+
+/// One payload for one cluster at this tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub cluster: ClusterKey,
+    pub broadcast: BroadcastKey,
+    pub payload: Bytes,
+    /// First packet of a talkspurt (a programme starting or restarting).
+    pub marker: bool,
+}
+
+/// How a programme left a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every frame was sent.
+    Done,
+    /// Cancelled before the end.
+    Cancelled,
+    /// The cluster was removed or the daemon stopped before the end.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The first frame of `broadcast` went to `cluster` at this tick.
+    Started {
+        cluster: ClusterKey,
+        broadcast: BroadcastKey,
+    },
+    /// A higher priority cut in; this programme will restart from its beginning once the
+    /// higher one is over.
+    Preempted {
+        cluster: ClusterKey,
+        broadcast: BroadcastKey,
+        by: BroadcastKey,
+    },
+    /// `broadcast` left `cluster` after `frames_sent` frames.
+    Finished {
+        cluster: ClusterKey,
+        broadcast: BroadcastKey,
+        outcome: Outcome,
+        frames_sent: u64,
+    },
+    /// Nothing is left to air on `cluster`: its stream ends.
+    Idle { cluster: ClusterKey },
+}
+
+#[derive(Debug)]
+struct Entry {
+    programme: Programme,
+    /// Next frame to send.
+    position: usize,
+    /// Frames sent in total, across restarts.
+    sent: u64,
+    /// Arrival order, so equal priorities queue first come, first served.
+    order: u64,
+}
+
+#[derive(Debug)]
+struct ClusterState {
+    /// Ticks per packet (a 40 ms cluster on a 20 ms pacer sends every 2nd tick).
+    every: u64,
+    /// The tick this cluster's packet cadence is aligned on.
+    phase: u64,
+    /// Highest priority first, then arrival order. The head is what airs.
+    queue: Vec<Entry>,
+    /// Broadcast of the frame sent last, to put the marker on a change of programme.
+    last_sent: Option<BroadcastKey>,
+}
+
+/// Per-cluster priority queues of programmes.
+#[derive(Debug, Default)]
+pub struct Arbiter {
+    clusters: BTreeMap<ClusterKey, ClusterState>,
+    next_order: u64,
+}
+
+impl Arbiter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Nothing queued anywhere.
+    pub fn is_idle(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
+    /// Queues `programme` on `cluster`, which sends one frame every `every` ticks starting
+    /// at tick `now_tick` if it is idle. Returns a `Preempted` event if it cuts in.
+    pub fn enqueue(
+        &mut self,
+        cluster: ClusterKey,
+        every: u64,
+        now_tick: u64,
+        programme: Programme,
+        events: &mut Vec<Event>,
+    ) {
+        let order = self.next_order;
+        self.next_order += 1;
+        let state = self
+            .clusters
+            .entry(cluster.clone())
+            .or_insert_with(|| ClusterState {
+                every: every.max(1),
+                phase: now_tick,
+                queue: Vec::new(),
+                last_sent: None,
+            });
+        let priority = programme.priority;
+        if let Some(head) = state.queue.first_mut()
+            && head.programme.priority < priority
+            && head.position > 0
+        {
+            events.push(Event::Preempted {
+                cluster,
+                broadcast: head.programme.broadcast.clone(),
+                by: programme.broadcast.clone(),
+            });
+            // Restart policy: an interrupted announcement airs again from its start.
+            head.position = 0;
+        }
+        let at = state
+            .queue
+            .iter()
+            .position(|e| e.programme.priority < priority)
+            .unwrap_or(state.queue.len());
+        state.queue.insert(
+            at,
+            Entry {
+                programme,
+                position: 0,
+                sent: 0,
+                order,
+            },
+        );
+        debug_assert!(state.queue.windows(2).all(|w| {
+            (w[0].programme.priority, std::cmp::Reverse(w[0].order))
+                >= (w[1].programme.priority, std::cmp::Reverse(w[1].order))
+        }));
+    }
+
+    /// Removes `broadcast` from every cluster.
+    pub fn cancel(&mut self, broadcast: &str, events: &mut Vec<Event>) {
+        self.remove_where(
+            |e| &*e.programme.broadcast == broadcast,
+            Outcome::Cancelled,
+            events,
+        );
+    }
+
+    /// Removes everything queued on `cluster` (the cluster was deleted).
+    pub fn remove_cluster(&mut self, cluster: &str, events: &mut Vec<Event>) {
+        if let Some(state) = self.clusters.get_mut(cluster) {
+            for e in state.queue.drain(..) {
+                events.push(Event::Finished {
+                    cluster: cluster.into(),
+                    broadcast: e.programme.broadcast,
+                    outcome: Outcome::Interrupted,
+                    frames_sent: e.sent,
+                });
+            }
+        }
+        self.drop_idle(events);
+    }
+
+    /// Removes everything (shutdown).
+    pub fn interrupt_all(&mut self, events: &mut Vec<Event>) {
+        self.remove_where(|_| true, Outcome::Interrupted, events);
+    }
+
+    fn remove_where(
+        &mut self,
+        matches: impl Fn(&Entry) -> bool,
+        outcome: Outcome,
+        events: &mut Vec<Event>,
+    ) {
+        for (cluster, state) in &mut self.clusters {
+            state.queue.retain(|e| {
+                if matches(e) {
+                    events.push(Event::Finished {
+                        cluster: cluster.clone(),
+                        broadcast: e.programme.broadcast.clone(),
+                        outcome,
+                        frames_sent: e.sent,
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.drop_idle(events);
+    }
+
+    fn drop_idle(&mut self, events: &mut Vec<Event>) {
+        self.clusters.retain(|cluster, state| {
+            if state.queue.is_empty() {
+                events.push(Event::Idle {
+                    cluster: cluster.clone(),
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Frames sent so far per (cluster, broadcast) for everything still queued.
+    pub fn progress(&self) -> impl Iterator<Item = (&ClusterKey, &BroadcastKey, u64)> {
+        self.clusters.iter().flat_map(|(c, s)| {
+            s.queue
+                .iter()
+                .map(move |e| (c, &e.programme.broadcast, e.sent))
+        })
+    }
+
+    /// Advances to tick `tick`: appends the frame each due cluster sends now and what
+    /// happened on the way.
+    pub fn tick(&mut self, tick: u64, frames: &mut Vec<Frame>, events: &mut Vec<Event>) {
+        for (cluster, state) in &mut self.clusters {
+            if tick < state.phase || (tick - state.phase) % state.every != 0 {
+                continue;
+            }
+            let Some(head) = state.queue.first_mut() else {
+                continue;
+            };
+            let Some(payload) = head.programme.frames.get(head.position).cloned() else {
+                continue;
+            };
+            let starting = head.position == 0;
+            if starting && head.sent == 0 {
+                events.push(Event::Started {
+                    cluster: cluster.clone(),
+                    broadcast: head.programme.broadcast.clone(),
+                });
+            }
+            let marker = starting || state.last_sent.as_ref() != Some(&head.programme.broadcast);
+            frames.push(Frame {
+                cluster: cluster.clone(),
+                broadcast: head.programme.broadcast.clone(),
+                payload,
+                marker,
+            });
+            state.last_sent = Some(head.programme.broadcast.clone());
+            head.position += 1;
+            head.sent += 1;
+            if head.position >= head.programme.frames.len() {
+                let done = state.queue.remove(0);
+                events.push(Event::Finished {
+                    cluster: cluster.clone(),
+                    broadcast: done.programme.broadcast,
+                    outcome: Outcome::Done,
+                    frames_sent: done.sent,
+                });
+            }
+        }
+        self.drop_idle(events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programme(id: &str, priority: Priority, frames: usize) -> Programme {
+        Programme {
+            broadcast: id.into(),
+            priority,
+            frames: (0..frames)
+                .map(|i| Bytes::from(format!("{id}{i}")))
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    fn run(arbiter: &mut Arbiter, ticks: std::ops::Range<u64>) -> (Vec<Frame>, Vec<Event>) {
+        let (mut frames, mut events) = (Vec::new(), Vec::new());
+        for t in ticks {
+            arbiter.tick(t, &mut frames, &mut events);
+        }
+        (frames, events)
+    }
+
+    fn payloads(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| String::from_utf8(f.payload.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_programme_plays_frame_by_frame_then_the_cluster_goes_idle() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        a.enqueue(
+            "c1".into(),
+            1,
+            0,
+            programme("b", Priority::Scheduled, 3),
+            &mut ev,
+        );
+        let (frames, events) = run(&mut a, 0..5);
+        assert_eq!(payloads(&frames), ["b0", "b1", "b2"]);
+        assert_eq!(
+            frames.iter().map(|f| f.marker).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+        assert!(matches!(events[0], Event::Started { .. }));
+        assert!(matches!(
+            events[1],
+            Event::Finished {
+                outcome: Outcome::Done,
+                frames_sent: 3,
+                ..
+            }
+        ));
+        assert!(matches!(events[2], Event::Idle { .. }));
+        assert!(a.is_idle());
+    }
+
+    #[test]
+    fn equal_priorities_queue_in_arrival_order_with_a_marker_at_each_start() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        a.enqueue(
+            "c".into(),
+            1,
+            0,
+            programme("x", Priority::Scheduled, 2),
+            &mut ev,
+        );
+        a.enqueue(
+            "c".into(),
+            1,
+            0,
+            programme("y", Priority::Scheduled, 2),
+            &mut ev,
+        );
+        let (frames, _) = run(&mut a, 0..4);
+        assert_eq!(payloads(&frames), ["x0", "x1", "y0", "y1"]);
+        assert_eq!(
+            frames.iter().map(|f| f.marker).collect::<Vec<_>>(),
+            [true, false, true, false]
+        );
+    }
+
+    #[test]
+    fn a_higher_priority_cuts_in_on_the_next_tick_and_the_interrupted_one_restarts() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        a.enqueue(
+            "c".into(),
+            1,
+            0,
+            programme("low", Priority::Background, 3),
+            &mut ev,
+        );
+        let (mut frames, _) = run(&mut a, 0..2);
+        a.enqueue(
+            "c".into(),
+            1,
+            2,
+            programme("hi", Priority::Live, 2),
+            &mut ev,
+        );
+        assert!(
+            matches!(&ev[0], Event::Preempted { broadcast, by, .. } if &**broadcast == "low" && &**by == "hi")
+        );
+        let (more, events) = run(&mut a, 2..10);
+        frames.extend(more);
+        assert_eq!(
+            payloads(&frames),
+            ["low0", "low1", "hi0", "hi1", "low0", "low1", "low2"]
+        );
+        let finished_low = events.iter().find_map(|e| match e {
+            Event::Finished {
+                broadcast,
+                frames_sent,
+                ..
+            } if &**broadcast == "low" => Some(*frames_sent),
+            _ => None,
+        });
+        assert_eq!(finished_low, Some(5));
+    }
+
+    #[test]
+    fn cancelling_removes_a_broadcast_everywhere_and_reports_frames_sent() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        for c in ["c1", "c2"] {
+            a.enqueue(
+                c.into(),
+                1,
+                0,
+                programme("b", Priority::Scheduled, 100),
+                &mut ev,
+            );
+        }
+        run(&mut a, 0..3);
+        let mut events = Vec::new();
+        a.cancel("b", &mut events);
+        let cancelled: Vec<_> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Finished {
+                        outcome: Outcome::Cancelled,
+                        frames_sent: 3,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(cancelled.len(), 2);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Idle { .. }))
+                .count(),
+            2
+        );
+        assert!(a.is_idle());
+    }
+
+    #[test]
+    fn a_40ms_cluster_sends_every_second_tick_of_a_20ms_pacer() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        a.enqueue(
+            "slow".into(),
+            2,
+            5,
+            programme("b", Priority::Scheduled, 3),
+            &mut ev,
+        );
+        let mut sent_at = Vec::new();
+        for t in 5..12 {
+            let mut frames = Vec::new();
+            a.tick(t, &mut frames, &mut ev);
+            if !frames.is_empty() {
+                sent_at.push(t);
+            }
+        }
+        assert_eq!(sent_at, [5, 7, 9]);
+    }
+}

@@ -1,0 +1,165 @@
+//! Playout: the arbiter decides what each cluster airs (pure, [`arbiter`]); the pacer
+//! thread ticks on absolute deadlines and sends it ([`pacer`]). [`Engine`] is the handle
+//! the rest of the daemon talks to, over a channel.
+
+pub mod arbiter;
+pub mod pacer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+pub use arbiter::{Outcome, Priority};
+
+use crate::codec::Codec;
+
+/// One cluster a programme goes to, with everything the sender needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub cluster_id: String,
+    pub destination: SocketAddr,
+    pub codec: Codec,
+    pub ptime_ms: u32,
+    /// The payload frames, already encoded for this cluster's codec and ptime; shared by
+    /// every cluster with the same (codec, ptime).
+    pub frames: Arc<[Bytes]>,
+}
+
+pub(crate) enum Command {
+    Play {
+        broadcast: String,
+        priority: Priority,
+        targets: Vec<Target>,
+    },
+    Cancel {
+        broadcast: String,
+    },
+    RemoveCluster {
+        cluster: String,
+    },
+    Shutdown,
+}
+
+/// What happened in playout, for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Started {
+        broadcast: String,
+        cluster: String,
+        at: String,
+    },
+    Preempted {
+        broadcast: String,
+        cluster: String,
+        by: String,
+    },
+    Finished {
+        broadcast: String,
+        cluster: String,
+        outcome: Outcome,
+        packets_sent: u64,
+        at: String,
+    },
+    /// The pacer thread has stopped; no more events follow.
+    Stopped,
+}
+
+/// Live frames-sent counters, published by the pacer a few times a second.
+pub(crate) type Progress = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+/// Handle to the playout engine.
+pub struct Engine {
+    commands: mpsc::Sender<Command>,
+    progress: Progress,
+    running: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    rtp_addr: SocketAddr,
+}
+
+impl Engine {
+    /// Binds the sending sockets and starts the pacer thread. Events go to `events`.
+    pub fn start(
+        settings: pacer::Settings,
+        events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
+    ) -> std::io::Result<Self> {
+        let (commands, rx) = mpsc::channel();
+        let progress: Progress = Arc::default();
+        let running = Arc::new(AtomicBool::new(true));
+        let pacer = pacer::Pacer::bind(settings, rx, events, progress.clone(), running.clone())?;
+        let rtp_addr = pacer.rtp_local_addr()?;
+        let thread = std::thread::Builder::new()
+            .name("loaxa-pacer".into())
+            .spawn(move || pacer.run())?;
+        Ok(Self {
+            commands,
+            progress,
+            running,
+            thread: Mutex::new(Some(thread)),
+            rtp_addr,
+        })
+    }
+
+    /// Airs `targets` (each with its frames) at `priority` from the next tick.
+    pub fn play(&self, broadcast: &str, priority: Priority, targets: Vec<Target>) -> bool {
+        self.commands
+            .send(Command::Play {
+                broadcast: broadcast.to_string(),
+                priority,
+                targets,
+            })
+            .is_ok()
+    }
+
+    /// Stops `broadcast` on every cluster at the next tick.
+    pub fn cancel(&self, broadcast: &str) -> bool {
+        self.commands
+            .send(Command::Cancel {
+                broadcast: broadcast.to_string(),
+            })
+            .is_ok()
+    }
+
+    /// Stops everything on `cluster` and ends its stream (the cluster was deleted).
+    pub fn remove_cluster(&self, cluster: &str) -> bool {
+        self.commands
+            .send(Command::RemoveCluster {
+                cluster: cluster.to_string(),
+            })
+            .is_ok()
+    }
+
+    /// Frames sent so far of `broadcast` to `cluster`, while it is airing.
+    pub fn packets_sent(&self, broadcast: &str, cluster: &str) -> Option<u64> {
+        let progress = self.progress.lock().ok()?;
+        progress
+            .get(&(broadcast.to_string(), cluster.to_string()))
+            .copied()
+    }
+
+    /// The pacer thread is alive.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// The local address RTP leaves from.
+    pub fn rtp_local_addr(&self) -> SocketAddr {
+        self.rtp_addr
+    }
+
+    /// Finishes the current batch, sends BYE on every live stream, reports everything
+    /// still airing as interrupted, and joins the thread. Blocking: call from
+    /// `spawn_blocking` in async code.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the pacer thread panicked");
+        }
+    }
+}

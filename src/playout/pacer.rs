@@ -1,0 +1,321 @@
+//! The pacer: one thread for the whole fleet. It wakes on absolute deadlines
+//! (`epoch + k·tick`, so it never drifts), asks the arbiter what every cluster airs at
+//! tick k, stamps RTP headers and sends the batch. It owns the RTP sessions and sockets.
+//!
+//! A dedicated OS thread rather than a tokio timer: tokio's timer wheel has 1 ms
+//! granularity and shares the reactor with HTTP work; a plain thread sleeping to an
+//! absolute deadline wakes within tens of microseconds on an idle core.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::arbiter::{Arbiter, ClusterKey, Event, Frame, Programme};
+use super::{Command, EngineEvent, Progress, Target};
+use crate::codec::Codec;
+use crate::rtp::{RtpSession, ntp_timestamp, rtcp};
+use crate::store::now_rfc3339;
+
+/// RTCP sender reports at least this often while a stream is live (RFC 3550 §6.2 allows
+/// 5 s as the minimum interval for small sessions).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+/// Live progress counters are published this often (in ticks) for status queries.
+const PROGRESS_EVERY_TICKS: u64 = 10;
+/// Behind by more than this, the pacer re-anchors its clock instead of bursting the
+/// backlog onto the network (a suspended VM, a stalled disk).
+const MAX_CATCH_UP: Duration = Duration::from_millis(500);
+/// Cancels remembered for plays still being prepared when the cancel arrived.
+const REMEMBERED_CANCELS: usize = 1024;
+
+/// How the pacer is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tick length: the fleet's base ptime.
+    pub tick: Duration,
+    /// Where RTP leaves from (`rtp.port`; 0 picks a free port).
+    pub rtp_bind: SocketAddr,
+    /// Where RTCP leaves from (usually the RTP port + 1).
+    pub rtcp_bind: SocketAddr,
+    /// RTCP CNAME of this controller.
+    pub cname: String,
+}
+
+/// One cluster's live stream.
+struct Link {
+    session: RtpSession,
+    destination: SocketAddr,
+    rtcp_destination: SocketAddr,
+    codec: Codec,
+    ptime_ms: u32,
+    next_report: Instant,
+}
+
+pub(crate) struct Pacer {
+    settings: Settings,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    commands: mpsc::Receiver<Command>,
+    events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
+    progress: Progress,
+    running: Arc<AtomicBool>,
+    arbiter: Arbiter,
+    /// Where each queued cluster's stream goes; created on enqueue, dropped on idle.
+    targets: HashMap<ClusterKey, Target>,
+    links: HashMap<ClusterKey, Link>,
+    cancelled: VecDeque<String>,
+}
+
+impl Pacer {
+    pub(crate) fn bind(
+        settings: Settings,
+        commands: mpsc::Receiver<Command>,
+        events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
+        progress: Progress,
+        running: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
+        let rtp = UdpSocket::bind(settings.rtp_bind)?;
+        let rtcp = UdpSocket::bind(settings.rtcp_bind)?;
+        Ok(Self {
+            settings,
+            rtp,
+            rtcp,
+            commands,
+            events,
+            progress,
+            running,
+            arbiter: Arbiter::new(),
+            targets: HashMap::new(),
+            links: HashMap::new(),
+            cancelled: VecDeque::new(),
+        })
+    }
+
+    pub(crate) fn rtp_local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.rtp.local_addr()
+    }
+
+    pub(crate) fn run(mut self) {
+        let tick = self.settings.tick;
+        let mut epoch = Instant::now();
+        let mut k: u64 = 0;
+        let mut frames = Vec::new();
+        let mut events = Vec::new();
+        'run: loop {
+            if self.arbiter.is_idle() {
+                // Nothing airs: block until told otherwise, then restart the clock so the
+                // first packet leaves now.
+                let cmd = match self.commands.recv() {
+                    Ok(Command::Shutdown) | Err(_) => break 'run,
+                    Ok(cmd) => cmd,
+                };
+                epoch = Instant::now();
+                k = 0;
+                self.handle(cmd, k, &mut events);
+                self.forward(&mut events);
+            }
+            let deadline = epoch + tick * (k as u32);
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
+            } else if now - deadline > MAX_CATCH_UP {
+                tracing::warn!(
+                    behind_ms = (now - deadline).as_millis() as u64,
+                    "pacer fell behind; re-anchoring"
+                );
+                epoch = now - tick * (k as u32);
+            }
+            // Commands that arrived during the sleep take effect on this very tick.
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => break 'run,
+                    Ok(cmd) => self.handle(cmd, k, &mut events),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            self.arbiter.tick(k, &mut frames, &mut events);
+            let wall = SystemTime::now();
+            for frame in frames.drain(..) {
+                self.send(frame, wall);
+            }
+            self.forward(&mut events);
+            if k % PROGRESS_EVERY_TICKS == 0 {
+                self.publish_progress();
+            }
+            k += 1;
+        }
+        // Shutdown: every stream still airing is interrupted and told goodbye.
+        self.arbiter.interrupt_all(&mut events);
+        self.forward(&mut events);
+        self.running.store(false, Ordering::Release);
+        let _ = self.events.send(EngineEvent::Stopped);
+    }
+
+    fn handle(&mut self, cmd: Command, now_tick: u64, events: &mut Vec<Event>) {
+        match cmd {
+            Command::Play {
+                broadcast,
+                priority,
+                targets,
+            } => {
+                if self.cancelled.contains(&broadcast) {
+                    // Cancelled while its audio was being prepared.
+                    return;
+                }
+                let broadcast: Arc<str> = broadcast.into();
+                let base = self.settings.tick.as_millis().max(1) as u64;
+                for target in targets {
+                    let cluster: ClusterKey = target.cluster_id.as_str().into();
+                    let every = (u64::from(target.ptime_ms) / base).max(1);
+                    self.arbiter.enqueue(
+                        cluster.clone(),
+                        every,
+                        now_tick,
+                        Programme {
+                            broadcast: broadcast.clone(),
+                            priority,
+                            frames: target.frames.clone(),
+                        },
+                        events,
+                    );
+                    self.targets.insert(cluster, target);
+                }
+            }
+            Command::Cancel { broadcast } => {
+                self.arbiter.cancel(&broadcast, events);
+                if self.cancelled.len() >= REMEMBERED_CANCELS {
+                    self.cancelled.pop_front();
+                }
+                self.cancelled.push_back(broadcast);
+            }
+            Command::RemoveCluster { cluster } => self.arbiter.remove_cluster(&cluster, events),
+            Command::Shutdown => {}
+        }
+    }
+
+    fn send(&mut self, frame: Frame, wall: SystemTime) {
+        let Some(target) = self.targets.get(&frame.cluster) else {
+            return;
+        };
+        let link = self.links.entry(frame.cluster.clone()).or_insert_with(|| {
+            let mut rng = rand::rng();
+            let destination = target.destination;
+            Link {
+                session: RtpSession::new(target.codec.payload_type(), &mut rng),
+                destination,
+                rtcp_destination: SocketAddr::new(
+                    destination.ip(),
+                    destination.port().wrapping_add(1),
+                ),
+                codec: target.codec,
+                ptime_ms: target.ptime_ms,
+                // First report right after the first packet, so receivers can map the
+                // media clock to wall-clock time from the start.
+                next_report: Instant::now() + Duration::from_millis(u64::from(target.ptime_ms)),
+            }
+        });
+        let step = link.codec.timestamp_step(link.ptime_ms);
+        let rtp_time = link.session.next_timestamp();
+        match link.session.packetize(frame.payload, step, frame.marker) {
+            Ok(packet) => {
+                if let Err(e) = self.rtp.send_to(&packet, link.destination) {
+                    tracing::debug!(cluster = %frame.cluster, error = %e, "RTP send failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(cluster = %frame.cluster, error = %e, "RTP packet build failed")
+            }
+        }
+        let now = Instant::now();
+        if now >= link.next_report {
+            link.next_report = now + SENDER_REPORT_INTERVAL;
+            let ntp = ntp_timestamp(
+                wall.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            match rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname) {
+                Ok(report) => {
+                    let _ = self.rtcp.send_to(&report, link.rtcp_destination);
+                }
+                Err(e) => tracing::error!(error = %e, "RTCP report build failed"),
+            }
+        }
+    }
+
+    /// Turns arbiter events into store events, and ends the streams of idle clusters.
+    fn forward(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            let out = match event {
+                Event::Started { cluster, broadcast } => EngineEvent::Started {
+                    broadcast: broadcast.to_string(),
+                    cluster: cluster.to_string(),
+                    at: now_rfc3339(),
+                },
+                Event::Preempted {
+                    cluster,
+                    broadcast,
+                    by,
+                } => EngineEvent::Preempted {
+                    broadcast: broadcast.to_string(),
+                    cluster: cluster.to_string(),
+                    by: by.to_string(),
+                },
+                Event::Finished {
+                    cluster,
+                    broadcast,
+                    outcome,
+                    frames_sent,
+                } => {
+                    if let Ok(mut p) = self.progress.lock() {
+                        p.remove(&(broadcast.to_string(), cluster.to_string()));
+                    }
+                    EngineEvent::Finished {
+                        broadcast: broadcast.to_string(),
+                        cluster: cluster.to_string(),
+                        outcome,
+                        packets_sent: frames_sent,
+                        at: now_rfc3339(),
+                    }
+                }
+                Event::Idle { cluster } => {
+                    self.targets.remove(&cluster);
+                    if let Some(link) = self.links.remove(&cluster) {
+                        self.goodbye(&link);
+                    }
+                    continue;
+                }
+            };
+            let _ = self.events.send(out);
+        }
+    }
+
+    fn goodbye(&self, link: &Link) {
+        let ntp = ntp_timestamp(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let rtp_time = link.session.next_timestamp();
+        match rtcp::goodbye(
+            &link.session,
+            ntp,
+            rtp_time,
+            &self.settings.cname,
+            "programme ended",
+        ) {
+            Ok(bye) => {
+                let _ = self.rtcp.send_to(&bye, link.rtcp_destination);
+            }
+            Err(e) => tracing::error!(error = %e, "RTCP BYE build failed"),
+        }
+    }
+
+    fn publish_progress(&self) {
+        if let Ok(mut p) = self.progress.lock() {
+            for (cluster, broadcast, sent) in self.arbiter.progress() {
+                p.insert((broadcast.to_string(), cluster.to_string()), sent);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The SDP (RFC 8866) that describes a cluster's stream from the receiver's side: what
+//! ffmpeg, GStreamer or VLC need to play it. Pure text rendering.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use crate::codec::Codec;
+
+/// What the SDP of one cluster's stream says.
+#[derive(Debug, Clone)]
+pub struct StreamDescription<'a> {
+    /// Stable per cluster, so receivers can tell a re-fetched SDP is the same session.
+    pub session_id: u64,
+    /// Bumped whenever the description changes (codec, endpoint).
+    pub session_version: u64,
+    /// The controller's address, for the `o=` line.
+    pub origin: std::net::IpAddr,
+    /// Session name: the cluster's name.
+    pub name: &'a str,
+    /// Where the RTP goes (the receiver listens there; RTCP on port + 1).
+    pub destination: SocketAddr,
+    pub codec: Codec,
+    pub ptime_ms: u32,
+}
+
+/// Renders the description. Lines end in CRLF as the RFC requires.
+pub fn render(d: &StreamDescription<'_>) -> String {
+    let ip_kind = |ip: std::net::IpAddr| if ip.is_ipv4() { "IP4" } else { "IP6" };
+    // SDP is text; names go on one line with no control characters.
+    let name: String = d
+        .name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let name = if name.trim().is_empty() { "-" } else { &name };
+    let pt = d.codec.payload_type();
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        s,
+        "v=0\r\n\
+         o=loaxa {sid} {ver} IN {ok} {origin}\r\n\
+         s={name}\r\n\
+         c=IN {ck} {dest}\r\n\
+         t=0 0\r\n\
+         m=audio {port} RTP/AVP {pt}\r\n\
+         a=rtpmap:{pt} {enc}/{clock}\r\n\
+         a=ptime:{ptime}\r\n\
+         a=rtcp:{rtcp}\r\n\
+         a=recvonly\r\n",
+        sid = d.session_id,
+        ver = d.session_version,
+        ok = ip_kind(d.origin),
+        origin = d.origin,
+        ck = ip_kind(d.destination.ip()),
+        dest = d.destination.ip(),
+        port = d.destination.port(),
+        enc = d.codec.encoding_name(),
+        clock = d.codec.clock_rate(),
+        ptime = d.ptime_ms,
+        rtcp = d.destination.port().wrapping_add(1),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pcmu_cluster_gets_payload_type_0_at_8000_hz() {
+        let sdp = render(&StreamDescription {
+            session_id: 7,
+            session_version: 1,
+            origin: "127.0.0.1".parse().unwrap(),
+            name: "Thôn 1\r\nx",
+            destination: "192.0.2.10:5004".parse().unwrap(),
+            codec: Codec::Pcmu,
+            ptime_ms: 20,
+        });
+        assert!(sdp.starts_with("v=0\r\n"));
+        assert!(sdp.contains("c=IN IP4 192.0.2.10\r\n"));
+        assert!(sdp.contains("m=audio 5004 RTP/AVP 0\r\n"));
+        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
+        assert!(sdp.contains("a=ptime:20\r\n"));
+        assert!(sdp.contains("a=rtcp:5005\r\n"));
+        // The name cannot inject SDP lines.
+        assert!(sdp.contains("s=Thôn 1  x\r\n"));
+        assert_eq!(sdp.matches("\r\n").count(), sdp.lines().count());
+    }
+
+    #[test]
+    fn ipv6_destinations_use_ip6() {
+        let sdp = render(&StreamDescription {
+            session_id: 1,
+            session_version: 1,
+            origin: "::1".parse().unwrap(),
+            name: "c",
+            destination: "[::1]:6000".parse().unwrap(),
+            codec: Codec::Pcma,
+            ptime_ms: 20,
+        });
+        assert!(sdp.contains("c=IN IP6 ::1\r\n"));
+        assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
+    }
+}

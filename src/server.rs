@@ -1,0 +1,229 @@
+//! The daemon: opens the store, starts the playout engine and the HTTP server, and shuts
+//! all of it down in order. The only place that wires the pieces together.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::api::{self, AppState, auth::hash_token};
+use crate::config::Config;
+use crate::library::{Levels, Library};
+use crate::media::DecodeLimits;
+use crate::playout::{Engine, EngineEvent, Outcome, pacer};
+use crate::store::{Store, status};
+
+const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&config.database_url()).await?;
+    let stale = store
+        .interrupt_unfinished("the daemon stopped while this broadcast was queued or airing")
+        .await?;
+    if stale > 0 {
+        tracing::warn!(
+            count = stale,
+            "broadcasts left open by the last run marked interrupted"
+        );
+    }
+    let admin_token_hash = admin_token(&store, &config).await?;
+    let library = Arc::new(Library::open(
+        &config.storage.data_dir,
+        DecodeLimits {
+            max_duration_s: config.audio.max_duration_s,
+        },
+        Levels {
+            target_lufs: config.audio.loudness_target_lufs,
+            true_peak_ceiling_dbtp: config.audio.true_peak_dbtp,
+        },
+    )?);
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let port = config.rtp.port;
+    let engine = Arc::new(
+        Engine::start(
+            pacer::Settings {
+                tick: Duration::from_millis(u64::from(config.rtp.ptime_ms)),
+                rtp_bind: SocketAddr::from(([0, 0, 0, 0], port)),
+                rtcp_bind: SocketAddr::from(([0, 0, 0, 0], if port == 0 { 0 } else { port + 1 })),
+                cname: format!("loaxa@{}", hostname()),
+            },
+            events_tx,
+        )
+        .with_context(|| {
+            format!(
+                "cannot bind the RTP ports {port} and {}",
+                port.saturating_add(1)
+            )
+        })?,
+    );
+    let writer = tokio::spawn(record_events(store.clone(), events_rx));
+
+    let state = AppState {
+        store: store.clone(),
+        engine: engine.clone(),
+        library,
+        config: config.clone(),
+        admin_token_hash,
+        openapi: Arc::new(OnceLock::new()),
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, rtp = %engine.rtp_local_addr(), "loaxa started");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+
+    tracing::info!("shutting down: finishing the current packet batch");
+    let stopping = engine.clone();
+    tokio::task::spawn_blocking(move || stopping.shutdown()).await?;
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
+        tracing::error!("the as-run writer did not finish in time");
+    }
+    // Anything still queued (its audio was being prepared) did not air to the end.
+    store
+        .interrupt_unfinished("the daemon was shut down")
+        .await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The bootstrap admin token: from the config/env, or the one stored on first start, or
+/// a new one, printed once.
+async fn admin_token(store: &Store, config: &Config) -> anyhow::Result<[u8; 32]> {
+    if let Some(token) = &config.server.admin_token {
+        return Ok(hash_token(token));
+    }
+    if let Some(stored) = store.setting(ADMIN_TOKEN_KEY).await? {
+        let bytes = hex::decode(&stored).context("stored admin token hash is corrupt")?;
+        return bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("stored admin token hash has the wrong length"));
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let hash = hash_token(&token);
+    store
+        .set_setting(ADMIN_TOKEN_KEY, &hex::encode(hash))
+        .await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "admin token (shown once, keep it safe): {token}\n\
+         set LOAXA_ADMIN_TOKEN to choose your own"
+    )?;
+    out.flush()?;
+    Ok(hash)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Writes engine events to the store: the as-run log.
+async fn record_events(store: Store, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
+    while let Some(event) = events.recv().await {
+        let result = match &event {
+            EngineEvent::Started {
+                broadcast,
+                cluster,
+                at,
+            } => {
+                async {
+                    store
+                        .set_broadcast_cluster_status(broadcast, cluster, status::PLAYING, None, at)
+                        .await?;
+                    store
+                        .set_broadcast_status(broadcast, status::PLAYING, None)
+                        .await?;
+                    Ok(())
+                }
+                .await
+            }
+            EngineEvent::Preempted {
+                broadcast,
+                cluster,
+                by,
+            } => {
+                tracing::info!(%broadcast, %cluster, %by, "preempted; will restart");
+                Ok(())
+            }
+            EngineEvent::Finished {
+                broadcast,
+                cluster,
+                outcome,
+                packets_sent,
+                at,
+            } => finish(&store, broadcast, cluster, *outcome, *packets_sent, at).await,
+            EngineEvent::Stopped => break,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, ?event, "could not record a playout event");
+        }
+    }
+}
+
+async fn finish(
+    store: &Store,
+    broadcast: &str,
+    cluster: &str,
+    outcome: Outcome,
+    packets_sent: u64,
+    at: &str,
+) -> Result<(), crate::store::StoreError> {
+    let cluster_status = match outcome {
+        Outcome::Done => status::DONE,
+        Outcome::Cancelled => status::CANCELLED,
+        Outcome::Interrupted => status::INTERRUPTED,
+    };
+    store
+        .set_broadcast_cluster_status(broadcast, cluster, cluster_status, Some(packets_sent), at)
+        .await?;
+    let runs = store.broadcast_clusters(broadcast).await?;
+    if runs.iter().all(|r| status::is_final(&r.status)) {
+        let overall = if runs.iter().all(|r| r.status == status::DONE) {
+            status::DONE
+        } else if runs.iter().any(|r| r.status == status::CANCELLED) {
+            status::CANCELLED
+        } else if runs.iter().any(|r| r.status == status::INTERRUPTED) {
+            status::INTERRUPTED
+        } else {
+            status::FAILED
+        };
+        let detail = (overall == status::INTERRUPTED).then_some("interrupted before the end");
+        store
+            .set_broadcast_status(broadcast, overall, detail)
+            .await?;
+    }
+    Ok(())
+}
