@@ -20,7 +20,9 @@ async fn stream_is_rfc3550(codec: Codec) {
     let duration_ms = audio["duration_ms"].as_u64().unwrap();
 
     let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(15)));
-    let id = app.broadcast(audio["id"].as_str().unwrap(), &[&cluster]).await;
+    let id = app
+        .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
+        .await;
     let (rtp, rtcp) = tokio::task::spawn_blocking(move || receiving.join().unwrap())
         .await
         .unwrap();
@@ -53,17 +55,26 @@ async fn stream_is_rfc3550(codec: Codec) {
         .collect();
     deviations.sort_by(f64::total_cmp);
     let median = deviations[deviations.len() / 2];
-    assert!(median < 5.0, "median deviation from the 20 ms grid: {median:.2} ms");
+    assert!(
+        median < 5.0,
+        "median deviation from the 20 ms grid: {median:.2} ms"
+    );
     let span = rtp.last().unwrap().at.duration_since(t0).as_secs_f64() * 1000.0;
     let ideal = 20.0 * (rtp.len() - 1) as f64;
-    assert!((span - ideal).abs() < 25.0, "stream lasted {span:.1} ms, ideal {ideal} ms");
+    assert!(
+        (span - ideal).abs() < 25.0,
+        "stream lasted {span:.1} ms, ideal {ideal} ms"
+    );
 
     // RTCP on port + 1: a sender report for this SSRC, and BYE at the end.
     let srs: Vec<_> = rtcp.iter().filter(|d| d.bytes[1] == 200).collect();
     assert!(!srs.is_empty(), "no RTCP sender report");
     let sr = &srs[0].bytes;
     assert_eq!(u32::from_be_bytes([sr[4], sr[5], sr[6], sr[7]]), first.ssrc);
-    assert!(contains_rtcp_type(&rtcp.last().unwrap().bytes, 203), "no BYE");
+    assert!(
+        contains_rtcp_type(&rtcp.last().unwrap().bytes, 203),
+        "no BYE"
+    );
 
     // The audio: G.711 decoded back matches the source waveform.
     let decoded: Vec<f32> = rtp
@@ -73,7 +84,10 @@ async fn stream_is_rfc3550(codec: Codec) {
         .collect();
     let source = reference_audio(&fixture(CLIP), 8000);
     let a: Vec<f64> = source.iter().map(|&s| f64::from(s)).collect();
-    let b: Vec<f64> = decoded[..source.len()].iter().map(|&s| f64::from(s)).collect();
+    let b: Vec<f64> = decoded[..source.len()]
+        .iter()
+        .map(|&s| f64::from(s))
+        .collect();
     let r = correlation(&a, &b);
     assert!(r > 0.99, "waveform correlation {r:.4}");
     // The padding after the clip's end is silence.
@@ -120,7 +134,9 @@ async fn one_broadcast_reaches_every_cluster_below_an_area_with_its_own_ssrc() {
         .as_str()
         .unwrap()
         .to_string();
-    let b = app.wait_status(&id, "playing", Duration::from_secs(5)).await;
+    let b = app
+        .wait_status(&id, "playing", Duration::from_secs(5))
+        .await;
     assert_eq!(b["clusters"].as_array().unwrap().len(), 2);
     let mut ssrcs = Vec::new();
     let mut buf = [0u8; 2048];
@@ -131,7 +147,10 @@ async fn one_broadcast_reaches_every_cluster_below_an_area_with_its_own_ssrc() {
         ssrcs.push(h.ssrc);
     }
     assert_ne!(ssrcs[0], ssrcs[1], "each cluster has its own session");
-    assert!(outside.rtp.recv(&mut buf).is_err(), "a cluster outside the area got audio");
+    assert!(
+        outside.rtp.recv(&mut buf).is_err(),
+        "a cluster outside the area got audio"
+    );
     let r = app
         .post_json(&format!("/api/v1/broadcasts/{id}/cancel"), &json!({}))
         .await;
@@ -146,8 +165,11 @@ async fn cancelling_stops_the_stream_with_a_bye_and_records_it() {
     let cluster = app.create_cluster("xa-a", "pcmu", rx.addr()).await;
     let audio = app.upload_ok(&fixture("announce-vi.mp3")).await;
     let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(8)));
-    let id = app.broadcast(audio["id"].as_str().unwrap(), &[&cluster]).await;
-    app.wait_status(&id, "playing", Duration::from_secs(5)).await;
+    let id = app
+        .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
+        .await;
+    app.wait_status(&id, "playing", Duration::from_secs(5))
+        .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let r = app
         .post_json(&format!("/api/v1/broadcasts/{id}/cancel"), &json!({}))
@@ -156,7 +178,10 @@ async fn cancelling_stops_the_stream_with_a_bye_and_records_it() {
     let (rtp, rtcp) = tokio::task::spawn_blocking(move || receiving.join().unwrap())
         .await
         .unwrap();
-    assert!(contains_rtcp_type(&rtcp.last().expect("rtcp").bytes, 203), "no BYE after cancel");
+    assert!(
+        contains_rtcp_type(&rtcp.last().expect("rtcp").bytes, 203),
+        "no BYE after cancel"
+    );
     // 10 s of audio is 510 packets; a cancel after ~0.4 s leaves far fewer.
     assert!(rtp.len() > 5 && rtp.len() < 200, "{} packets", rtp.len());
     let b = app.json_ok(&format!("/api/v1/broadcasts/{id}")).await;
@@ -177,8 +202,11 @@ async fn sigterm_ends_streams_with_bye_exits_0_and_the_broadcast_shows_interrupt
     let cluster = app.create_cluster("xa-a", "pcma", rx.addr()).await;
     let audio = app.upload_ok(&fixture("announce-vi.flac")).await;
     let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(8)));
-    let id = app.broadcast(audio["id"].as_str().unwrap(), &[&cluster]).await;
-    app.wait_status(&id, "playing", Duration::from_secs(5)).await;
+    let id = app
+        .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
+        .await;
+    app.wait_status(&id, "playing", Duration::from_secs(5))
+        .await;
 
     let mut child = app.child.take().unwrap();
     let killed = std::process::Command::new("kill")
@@ -189,11 +217,18 @@ async fn sigterm_ends_streams_with_bye_exits_0_and_the_broadcast_shows_interrupt
     let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(exit.success(), "exit status {exit:?}; stderr:\n{}", app.stderr());
+    assert!(
+        exit.success(),
+        "exit status {exit:?}; stderr:\n{}",
+        app.stderr()
+    );
     let (_rtp, rtcp) = tokio::task::spawn_blocking(move || receiving.join().unwrap())
         .await
         .unwrap();
-    assert!(contains_rtcp_type(&rtcp.last().expect("rtcp").bytes, 203), "no BYE on shutdown");
+    assert!(
+        contains_rtcp_type(&rtcp.last().expect("rtcp").bytes, 203),
+        "no BYE on shutdown"
+    );
 
     // Restart on the same data: the broadcast is recorded as interrupted, not vanished.
     let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());

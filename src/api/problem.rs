@@ -176,6 +176,23 @@ pub fn problem_response(
     response
 }
 
+/// The field a serde error is about: its JSON path, plus the key named in "missing
+/// field `x`" / "unknown field `x`" messages, which serde reports on the parent.
+fn field_of(path: &str, message: &str) -> String {
+    let parent = if path == "." { "" } else { path };
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match named {
+        // For unknown keys the path already ends in the key.
+        Some(key) if parent == key || parent.ends_with(&format!(".{key}")) => parent.to_string(),
+        Some(key) if parent.is_empty() => key.to_string(),
+        Some(key) => format!("{parent}.{key}"),
+        None => parent.to_string(),
+    }
+}
+
 /// Like `axum::Json`, but a body that does not parse is a problem+json naming the field
 /// (via the JSON path of the serde error), and a body over the limit is a 413.
 pub struct JsonBody<T>(pub T);
@@ -223,8 +240,8 @@ where
                         "the body is not valid JSON: {inner}"
                     )))
                 } else {
-                    let field = if path == "." { String::new() } else { path };
                     let message = inner.to_string();
+                    let field = field_of(&path, &message);
                     Err(ApiError::Validation {
                         detail: if field.is_empty() {
                             message.clone()
@@ -236,5 +253,28 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn missing_and_unknown_keys_are_named_with_their_parent() {
+        assert_eq!(field_of(".", "missing field `code`"), "code");
+        assert_eq!(
+            field_of("endpoint", "missing field `mode`"),
+            "endpoint.mode"
+        );
+        assert_eq!(
+            field_of("colour", "unknown field `colour`, expected one of `code`"),
+            "colour"
+        );
+        assert_eq!(
+            field_of("endpoint.port", "unknown field `port`, expected `mode`"),
+            "endpoint.port"
+        );
+        assert_eq!(field_of("name", "invalid type: integer `7`"), "name");
     }
 }

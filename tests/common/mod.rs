@@ -122,7 +122,12 @@ impl TestApp {
                 &json!({"code": code, "name": format!("Area {code}"), "kind": "commune", "parent_code": parent}),
             )
             .await;
-        assert_eq!(r.status(), 201, "create area {code}: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            201,
+            "create area {code}: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn create_cluster(&self, area: &str, codec: &str, address: SocketAddr) -> String {
@@ -142,7 +147,10 @@ impl TestApp {
         let bytes = std::fs::read(path).expect("fixture");
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
+            )
             .text("title", title.to_string())
             .text("topic", "test");
         self.client
@@ -200,8 +208,10 @@ impl Receiver {
                 continue;
             }
             if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
-                rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-                rtcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                rtp.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                rtcp.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
                 return Receiver { rtp, rtcp };
             }
         }
@@ -325,7 +335,9 @@ pub fn reference_audio(path: &Path, rate: u32) -> Vec<f32> {
 pub fn envelope(samples: &[f32], window: usize) -> Vec<f64> {
     samples
         .chunks(window)
-        .map(|c| (c.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / c.len() as f64).sqrt())
+        .map(|c| {
+            (c.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / c.len() as f64).sqrt()
+        })
         .collect()
 }
 
