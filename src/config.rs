@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Everything the daemon can be told at start. Field defaults are those of API.md.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -78,21 +78,6 @@ pub struct EmergencyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
     pub allowed_hosts: Vec<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            schedule: ScheduleConfig::default(),
-            audio: AudioConfig::default(),
-            rtp: RtpConfig::default(),
-            health: HealthConfig::default(),
-            emergency: EmergencyConfig::default(),
-            relay: RelayConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

@@ -163,7 +163,10 @@ async fn list_clusters(
 ) -> Result<Json<Vec<Cluster>>, ApiError> {
     let rows = match filter.area {
         Some(area) => {
-            let codes = state.store.area_subtree(&[area.clone()]).await?;
+            let codes = state
+                .store
+                .area_subtree(std::slice::from_ref(&area))
+                .await?;
             if codes.is_empty() {
                 return Err(ApiError::field(
                     "area",

@@ -273,7 +273,7 @@ impl Arbiter {
     /// happened on the way.
     pub fn tick(&mut self, tick: u64, frames: &mut Vec<Frame>, events: &mut Vec<Event>) {
         for (cluster, state) in &mut self.clusters {
-            if tick < state.phase || (tick - state.phase) % state.every != 0 {
+            if tick < state.phase || !(tick - state.phase).is_multiple_of(state.every) {
                 continue;
             }
             let Some(head) = state.queue.first_mut() else {

@@ -140,7 +140,7 @@ impl Pacer {
                 self.send(frame, wall);
             }
             self.forward(&mut events);
-            if k % PROGRESS_EVERY_TICKS == 0 {
+            if k.is_multiple_of(PROGRESS_EVERY_TICKS) {
                 self.publish_progress();
             }
             k += 1;

@@ -204,7 +204,7 @@ impl Receiver {
         for _ in 0..200 {
             let rtp = UdpSocket::bind("127.0.0.1:0").expect("bind");
             let port = rtp.local_addr().unwrap().port();
-            if port % 2 != 0 || port == u16::MAX {
+            if !port.is_multiple_of(2) || port == u16::MAX {
                 continue;
             }
             if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
