@@ -50,8 +50,8 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
     let mut ffmpeg = start_ffmpeg(&app, codec, work.path()).await;
 
     let broadcast = app.broadcast(audio_id, &[&ffmpeg.cluster]).await;
-    // ffmpeg's SDP demuxer ends the stream when every SSRC has sent an RTCP BYE, which
-    // the daemon sends when the programme ends: a clean exit is part of what is tested.
+    // ffmpeg's SDP demuxer ends its input once every stream has had an RTCP BYE, which
+    // the daemon sends when the programme ends: exiting by itself is part of the test.
     let exit = match tokio::time::timeout(FFMPEG_DONE_WITHIN, ffmpeg.child.wait()).await {
         Ok(exit) => exit.expect("wait for ffmpeg"),
         Err(_) => {
@@ -101,8 +101,8 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
          envelope correlation {r:.4}"
     );
     // ffmpeg polls its RTCP socket before its RTP socket, and the daemon sends the BYE in
-    // the same tick as the last packet, so about every other run ffmpeg ends the stream
-    // with that last packet unread: 1980 ms of 2000. The tolerance absorbs it.
+    // the same tick as the last packet, so in some runs (4 of 15 here) ffmpeg ends the
+    // stream with that last packet unread: 1980 ms of 2000. The tolerance absorbs it.
     assert!(
         (played_ms - uploaded_ms).abs() <= MAX_DURATION_ERROR_MS,
         "{codec}: ffmpeg decoded {played_ms} ms, the upload is {uploaded_ms} ms \

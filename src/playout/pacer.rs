@@ -65,6 +65,8 @@ pub(crate) struct Pacer {
     targets: HashMap<ClusterKey, Target>,
     links: HashMap<ClusterKey, Link>,
     cancelled: VecDeque<String>,
+    /// Streams that ended, with the tick their BYE is due.
+    byes: Vec<(u64, Link)>,
 }
 
 impl Pacer {
@@ -89,6 +91,7 @@ impl Pacer {
             targets: HashMap::new(),
             links: HashMap::new(),
             cancelled: VecDeque::new(),
+            byes: Vec::new(),
         })
     }
 
@@ -103,7 +106,7 @@ impl Pacer {
         let mut frames = Vec::new();
         let mut events = Vec::new();
         'run: loop {
-            if self.arbiter.is_idle() {
+            if self.arbiter.is_idle() && self.byes.is_empty() {
                 // Nothing airs: block until told otherwise, then restart the clock so the
                 // first packet leaves now.
                 let cmd = match self.commands.recv() {
@@ -113,7 +116,7 @@ impl Pacer {
                 epoch = Instant::now();
                 k = 0;
                 self.handle(cmd, k, &mut events);
-                self.forward(&mut events);
+                self.forward(&mut events, k);
             }
             let deadline = epoch + tick * (k as u32);
             let now = Instant::now();
@@ -134,12 +137,13 @@ impl Pacer {
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
+            self.send_due_byes(k);
             self.arbiter.tick(k, &mut frames, &mut events);
             let wall = SystemTime::now();
             for frame in frames.drain(..) {
                 self.send(frame, wall);
             }
-            self.forward(&mut events);
+            self.forward(&mut events, k);
             if k.is_multiple_of(PROGRESS_EVERY_TICKS) {
                 self.publish_progress();
             }
@@ -147,7 +151,8 @@ impl Pacer {
         }
         // Shutdown: every stream still airing is interrupted and told goodbye.
         self.arbiter.interrupt_all(&mut events);
-        self.forward(&mut events);
+        self.forward(&mut events, k);
+        self.send_due_byes(u64::MAX);
         self.running.store(false, Ordering::Release);
         let _ = self.events.send(EngineEvent::Stopped);
     }
@@ -243,8 +248,17 @@ impl Pacer {
         }
     }
 
+    /// Sends the BYEs whose tick has come.
+    fn send_due_byes(&mut self, tick: u64) {
+        let (due, later): (Vec<_>, Vec<_>) = self.byes.drain(..).partition(|(at, _)| *at <= tick);
+        self.byes = later;
+        for (_, link) in due {
+            self.goodbye(&link);
+        }
+    }
+
     /// Turns arbiter events into store events, and ends the streams of idle clusters.
-    fn forward(&mut self, events: &mut Vec<Event>) {
+    fn forward(&mut self, events: &mut Vec<Event>, tick: u64) {
         for event in events.drain(..) {
             let out = match event {
                 Event::Started { cluster, broadcast } => EngineEvent::Started {
@@ -281,7 +295,9 @@ impl Pacer {
                 Event::Idle { cluster } => {
                     self.targets.remove(&cluster);
                     if let Some(link) = self.links.remove(&cluster) {
-                        self.goodbye(&link);
+                        // One tick after the last packet: a receiver that reads its RTCP
+                        // socket first would otherwise end the stream before that packet.
+                        self.byes.push((tick + 1, link));
                     }
                     continue;
                 }

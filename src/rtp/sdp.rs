@@ -23,7 +23,9 @@ pub struct StreamDescription<'a> {
     pub ptime_ms: u32,
 }
 
-/// Renders the description. Lines end in CRLF as the RFC requires.
+/// Renders the description. Lines end in CRLF as the RFC requires. The SDP is declarative
+/// (handed to a receiver, not negotiated), so it says `recvonly`: RFC 8866 §6.7.1, "tools
+/// should be started in receive-only mode".
 pub fn render(d: &StreamDescription<'_>) -> String {
     let ip_kind = |ip: std::net::IpAddr| if ip.is_ipv4() { "IP4" } else { "IP6" };
     // SDP is text; names go on one line with no control characters.
