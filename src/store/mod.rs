@@ -556,3 +556,44 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_opens_in_wal_mode_with_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.journal_mode().await.unwrap(), "wal");
+        assert!(store.areas().await.unwrap().is_empty());
+        store.close().await;
+        // Opening again applies no migration twice.
+        let again = Store::open(&url).await.unwrap();
+        assert!(again.clusters().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cluster_in_an_unknown_area_is_refused_by_the_schema_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let row = ClusterRow {
+            id: "c".into(),
+            name: "c".into(),
+            area_code: "nowhere".into(),
+            codec: "pcmu".into(),
+            ptime_ms: 20,
+            endpoint: "{}".into(),
+            volume: 100,
+            enabled: true,
+            sdp_session_id: 1,
+            created_at: now_rfc3339(),
+        };
+        assert!(matches!(
+            store.insert_cluster(&row).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}

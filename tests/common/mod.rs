@@ -33,12 +33,25 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/loaxa.toml");
+    spawn_app_with(dir, &config).await
+}
+
+/// Starts the daemon with a config file of the test's own.
+pub async fn spawn_app_with_config(toml: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("loaxa.toml");
+    std::fs::write(&config, toml).expect("write config");
+    spawn_app_with(dir, &config).await
+}
+
+async fn spawn_app_with(dir: tempfile::TempDir, config: &Path) -> TestApp {
     let stderr_path = dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loaxa"))
         .arg("serve")
         .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/loaxa.toml"))
+        .arg(config)
         .env("LOAXA_LISTEN", "127.0.0.1:0")
         .env("LOAXA_DATA_DIR", dir.path().join("data"))
         .env("LOAXA_ADMIN_TOKEN", TOKEN)
