@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecSettings};
 
 /// What the SDP of one cluster's stream says.
 #[derive(Debug, Clone)]
@@ -25,8 +25,20 @@ pub struct StreamDescription<'a> {
 
 /// Renders the description. Lines end in CRLF as the RFC requires. The SDP is declarative
 /// (handed to a receiver, not negotiated), so it says `recvonly`: RFC 8866 §6.7.1, "tools
-/// should be started in receive-only mode".
+/// should be started in receive-only mode". The codec's own lines (rtpmap, fmtp, ptime) come
+/// from [`Codec::sdp_attributes`]; without the cluster's [`CodecSettings`] the Opus bitrate
+/// is left out rather than guessed (see [`render_with_settings`]).
 pub fn render(d: &StreamDescription<'_>) -> String {
+    render_inner(d, None)
+}
+
+/// [`render`], stating the encoder settings the stream is sent with (for Opus, the
+/// `maxaveragebitrate` fmtp parameter).
+pub fn render_with_settings(d: &StreamDescription<'_>, settings: &CodecSettings) -> String {
+    render_inner(d, Some(settings))
+}
+
+fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> String {
     let ip_kind = |ip: std::net::IpAddr| if ip.is_ipv4() { "IP4" } else { "IP6" };
     // SDP is text; names go on one line with no control characters.
     let name: String = d
@@ -35,7 +47,6 @@ pub fn render(d: &StreamDescription<'_>) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let name = if name.trim().is_empty() { "-" } else { &name };
-    let pt = d.codec.payload_type();
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = write!(
@@ -45,11 +56,7 @@ pub fn render(d: &StreamDescription<'_>) -> String {
          s={name}\r\n\
          c=IN {ck} {dest}\r\n\
          t=0 0\r\n\
-         m=audio {port} RTP/AVP {pt}\r\n\
-         a=rtpmap:{pt} {enc}/{clock}\r\n\
-         a=ptime:{ptime}\r\n\
-         a=rtcp:{rtcp}\r\n\
-         a=recvonly\r\n",
+         m=audio {port} RTP/AVP {pt}\r\n",
         sid = d.session_id,
         ver = d.session_version,
         ok = ip_kind(d.origin),
@@ -57,9 +64,15 @@ pub fn render(d: &StreamDescription<'_>) -> String {
         ck = ip_kind(d.destination.ip()),
         dest = d.destination.ip(),
         port = d.destination.port(),
-        enc = d.codec.encoding_name(),
-        clock = d.codec.clock_rate(),
-        ptime = d.ptime_ms,
+        pt = d.codec.payload_type(),
+    );
+    for line in d.codec.sdp_attributes(d.ptime_ms, settings) {
+        let _ = write!(s, "a={line}\r\n");
+    }
+    let _ = write!(
+        s,
+        "a=rtcp:{rtcp}\r\n\
+         a=recvonly\r\n",
         rtcp = d.destination.port().wrapping_add(1),
     );
     s
@@ -104,5 +117,56 @@ mod tests {
         });
         assert!(sdp.contains("c=IN IP6 ::1\r\n"));
         assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
+    }
+
+    fn description(codec: Codec, ptime_ms: u32) -> StreamDescription<'static> {
+        StreamDescription {
+            session_id: 1,
+            session_version: 1,
+            origin: "192.0.2.1".parse().unwrap(),
+            name: "Loa xã",
+            destination: "239.1.2.3:5004".parse().unwrap(),
+            codec,
+            ptime_ms,
+        }
+    }
+
+    #[test]
+    fn every_codec_gets_its_rtpmap_and_ptime() {
+        for (codec, m, rtpmap) in [
+            (Codec::Pcma, "RTP/AVP 8", "a=rtpmap:8 PCMA/8000"),
+            (Codec::L16, "RTP/AVP 11", "a=rtpmap:11 L16/44100/1"),
+            (Codec::G722, "RTP/AVP 9", "a=rtpmap:9 G722/8000"),
+            (Codec::Opus, "RTP/AVP 96", "a=rtpmap:96 opus/48000/2"),
+        ] {
+            let sdp = render(&description(codec, 40));
+            assert!(sdp.contains(&format!("m=audio 5004 {m}\r\n")), "{sdp}");
+            assert!(sdp.contains(&format!("{rtpmap}\r\n")), "{sdp}");
+            assert!(sdp.contains("a=ptime:40\r\n"), "{sdp}");
+            assert_eq!(sdp.contains("a=fmtp:"), codec == Codec::Opus, "{sdp}");
+            assert!(sdp.ends_with("a=rtcp:5005\r\na=recvonly\r\n"), "{sdp}");
+        }
+    }
+
+    #[test]
+    fn an_opus_stream_says_it_is_mono_cbr_and_its_bitrate_only_when_known() {
+        let d = description(Codec::Opus, 20);
+        let sdp = render(&d);
+        assert!(sdp.contains(
+            "a=rtpmap:96 opus/48000/2\r\n\
+             a=fmtp:96 stereo=0; sprop-stereo=0; useinbandfec=0; cbr=1\r\n\
+             a=ptime:20\r\n"
+        ));
+        let settings = CodecSettings {
+            opus_bitrate_bps: 32_000,
+        };
+        let sdp = render_with_settings(&d, &settings);
+        assert!(
+            sdp.contains("; cbr=1; maxaveragebitrate=32000\r\n"),
+            "{sdp}"
+        );
+        // Other codecs have no settings to state.
+        let g722 = description(Codec::G722, 20);
+        assert_eq!(render_with_settings(&g722, &settings), render(&g722));
     }
 }
