@@ -1,15 +1,19 @@
-//! Decoding of uploaded audio bytes (any container and codec symphonia knows) into mono `f32`
-//! samples at the original rate, and classification of every way an upload can be unusable.
-//! Must not read files, the clock or an async runtime: bytes in, samples or a `DecodeError` out.
+//! Decoding of uploaded audio (any container and codec symphonia knows), from bytes in memory
+//! or straight from a file, into mono `f32` samples at the original rate, and classification of
+//! every way an upload can be unusable. Must not read the clock or touch an async runtime; the
+//! only file it opens is the one `decode_file` is given.
 
-use std::io::{Cursor, ErrorKind};
+use std::fs::File;
+use std::io::{BufReader, Cursor, ErrorKind, Read, Seek};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 use symphonia::core::codecs::audio::CODEC_ID_NULL_AUDIO;
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
 use super::{DecodedAudio, frames_to_ms};
@@ -35,6 +39,18 @@ const MAX_FAILED_PACKETS_ONE_IN: u64 = 20;
 /// symphonia has no typed error for it; a unit test pins it so an upgrade that rewords it fails
 /// loudly instead of turning "not audio" into "unsupported codec".
 const NO_FORMAT_READER: &str = "core (probe): no suitable format reader found";
+
+/// Packets a demuxer may hand out beyond one per byte of input. Every real packet carries at
+/// least a byte, so a reader that yields more packets than the file has bytes is going round in
+/// circles (or its sample table points many packets at the same bytes): stop it rather than
+/// spin. The constant covers the header packets some formats synthesise.
+const PACKET_SLACK: u64 = 1024;
+
+/// Consecutive packets that yield no audio before the stream is declared undecodable. Legitimate
+/// streams have a few (Vorbis headers, an MP3 frame eaten by gapless trimming); thousands in a
+/// row, minutes of missing audio, mean the rest is junk, and stopping early bounds the time a
+/// hostile file can keep us busy.
+const MAX_FRUITLESS_PACKETS: u64 = 10_000;
 
 /// Limits applied while decoding an upload.
 #[derive(Debug, Clone, Copy)]
@@ -92,9 +108,18 @@ pub enum DecodeError {
     /// The sample rate is outside 8000..=96000 Hz.
     #[error("the sample rate of {0} Hz is not supported (8000 to 96000 Hz)")]
     UnsupportedRate(u32),
+    /// `decode_file` could not open or read the file (missing, unreadable, a directory). This
+    /// is a fault on the caller's side of the upload, not in the audio; the message is the OS's.
+    #[error("the file could not be read ({0})")]
+    Io(String),
+    /// The decoding library panicked on this input: a bug it has with some malformed file.
+    /// The panic is caught so the upload is refused instead of killing the worker; the message
+    /// is the panic's.
+    #[error("the file could not be decoded (decoder failure: {0})")]
+    DecoderFailed(String),
 }
 
-/// Decodes an upload into mono samples at its original rate.
+/// Decodes an upload held in memory into mono samples at its original rate.
 ///
 /// `extension_hint` is the uploaded file's extension (with or without the dot), passed to
 /// symphonia's probe as a hint; the bytes themselves decide the format.
@@ -106,7 +131,106 @@ pub fn decode(
     if data.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let mut format = open(data, extension_hint)?;
+    let mut reopen = || Some(Box::new(Cursor::new(data)) as Box<dyn ReadSeek + '_>);
+    decode_source(
+        Box::new(Cursor::new(data)),
+        data.len() as u64,
+        extension_hint,
+        limits,
+        &mut reopen,
+    )
+}
+
+/// Decodes the upload stored at `path`, streaming it from disk: memory use is the decoded
+/// samples plus symphonia's read buffer, never the whole file. Same answers as [`decode`] on
+/// the file's bytes; a file that cannot be opened or read is [`DecodeError::Io`].
+pub fn decode_file(
+    path: &Path,
+    extension_hint: Option<&str>,
+    limits: DecodeLimits,
+) -> Result<DecodedAudio, DecodeError> {
+    let io = |e: std::io::Error| DecodeError::Io(e.to_string());
+    let file = File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    // Opening a directory succeeds on Unix; reading it is what fails, with a worse message.
+    if !metadata.is_file() {
+        return Err(DecodeError::Io("not a regular file".into()));
+    }
+    if metadata.len() == 0 {
+        return Err(DecodeError::Empty);
+    }
+    // Header fields read outside symphonia go through a second handle: symphonia owns the
+    // first, and its position must not move under it.
+    let mut reopen = || {
+        let file = File::open(path).ok()?;
+        Some(Box::new(BufReader::new(file)) as Box<dyn ReadSeek>)
+    };
+    decode_source(
+        Box::new(file),
+        metadata.len(),
+        extension_hint,
+        limits,
+        &mut reopen,
+    )
+}
+
+/// A second, independent reader over the input, for the few header fields we check ourselves.
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// Opens a fresh reader over the input at its start; `None` if it cannot (the checks it feeds
+/// are then skipped, and symphonia's own reading reports any real I/O problem).
+type Reopen<'a, 'r> = dyn FnMut() -> Option<Box<dyn ReadSeek + 'a>> + 'r;
+
+/// The decoding both entry points share. `input_len` is the size of `source` in bytes, for the
+/// runaway-demuxer guard.
+///
+/// The inputs symphonia 0.6.1 is known to panic on are refused before it sees them
+/// (`riff::check_header`, `mp4::check_tables`). It still runs under `catch_unwind`: it parses
+/// hostile input, and a panic we have not met yet must become a refused upload, not a dead
+/// worker thread. Nothing survives the closure but its result, so no state can be seen
+/// half-updated.
+fn decode_source<'a>(
+    source: Box<dyn MediaSource + 'a>,
+    input_len: u64,
+    extension_hint: Option<&str>,
+    limits: DecodeLimits,
+    reopen: &mut Reopen<'a, '_>,
+) -> Result<DecodedAudio, DecodeError> {
+    if let Some(mut header) = reopen() {
+        riff::check_header(&mut header)?;
+    }
+    let mut inspect_mp4 = |track_id| {
+        let Some(moov) = reopen().and_then(|mut file| mp4::read_moov(&mut file)) else {
+            return Ok(None);
+        };
+        mp4::check_tables(&moov)?;
+        Ok(mp4::audio_edit(&moov, track_id))
+    };
+    catch_unwind(AssertUnwindSafe(|| {
+        decode_stream(source, input_len, extension_hint, limits, &mut inspect_mp4)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(DecodeError::DecoderFailed(why))
+    })
+}
+
+/// Probes, demuxes and decodes `source`: the part that runs inside symphonia. For an MP4,
+/// `inspect_mp4` checks the sample tables symphonia mishandles and returns the edit of the
+/// given track.
+fn decode_stream<'a>(
+    source: Box<dyn MediaSource + 'a>,
+    input_len: u64,
+    extension_hint: Option<&str>,
+    limits: DecodeLimits,
+    inspect_mp4: &mut dyn FnMut(u32) -> Result<Option<mp4::Edit>, DecodeError>,
+) -> Result<DecodedAudio, DecodeError> {
+    let mut format = open(source, extension_hint)?;
     let format_name = container_name(format.format_info().short_name);
 
     let track = format
@@ -117,8 +241,8 @@ pub fn decode(
     // symphonia 0.6 parses MP4 edit lists but does not apply them, so AAC encoder priming and
     // padding (~50 ms) would be played and counted. Apply the edit ourselves, unless symphonia
     // already reports a delay or padding for the track (a newer version trimming on its own).
-    let edit = if format_name == "mp4" && track.delay.is_none() && track.padding.is_none() {
-        mp4::audio_edit(data, track_id)
+    let edit = if format_name == "mp4" {
+        inspect_mp4(track_id)?.filter(|_| track.delay.is_none() && track.padding.is_none())
     } else {
         None
     };
@@ -154,7 +278,9 @@ pub fn decode(
     let codec_name = decoder.codec_info().short_name.to_ascii_lowercase();
 
     let mut mix = Mixdown::new();
+    let mut budget = PacketBudget::new(input_len);
     let end = loop {
+        budget.next_packet()?;
         let packet = match format.next_packet() {
             Ok(Some(packet)) => packet,
             Ok(None) => break StreamEnd::Complete,
@@ -182,6 +308,9 @@ pub fn decode(
                 }
                 check_rate(rate)?;
                 buf.copy_to_vec_interleaved(&mut mix.scratch);
+                if !mix.scratch.is_empty() {
+                    budget.produced_audio();
+                }
                 mix.push_interleaved(channels);
                 if mix.mono.len() as u64 > max_frames(limits, rate) {
                     return Err(DecodeError::TooLong {
@@ -221,16 +350,16 @@ pub fn decode(
     })
 }
 
-/// Probes the bytes for a container and opens a reader over them.
+/// Probes the source for a container and opens a reader over it.
 fn open<'a>(
-    data: &'a [u8],
+    source: Box<dyn MediaSource + 'a>,
     extension_hint: Option<&str>,
 ) -> Result<Box<dyn FormatReader + 'a>, DecodeError> {
     let mut hint = Hint::new();
     if let Some(ext) = extension_hint {
         hint.with_extension(&ext.trim_start_matches('.').to_ascii_lowercase());
     }
-    let source = MediaSourceStream::new(Box::new(Cursor::new(data)), Default::default());
+    let source = MediaSourceStream::new(source, Default::default());
     symphonia::default::get_probe()
         .probe(
             &hint,
@@ -274,6 +403,50 @@ fn check_rate(rate: u32) -> Result<(), DecodeError> {
 
 fn max_frames(limits: DecodeLimits, rate: u32) -> u64 {
     limits.max_duration_s.saturating_mul(u64::from(rate))
+}
+
+/// Bounds the packets a demuxer may hand us, so that no input keeps the decode loop spinning
+/// (symphonia has no overall limit of its own, and this module may not read the clock).
+struct PacketBudget {
+    input_len: u64,
+    max_packets: u64,
+    packets: u64,
+    /// Packets since the last one that yielded audio.
+    fruitless: u64,
+}
+
+impl PacketBudget {
+    fn new(input_len: u64) -> Self {
+        Self {
+            input_len,
+            max_packets: input_len.saturating_add(PACKET_SLACK),
+            packets: 0,
+            fruitless: 0,
+        }
+    }
+
+    /// Called before reading each packet; errs once the budget is spent. A packet counts as
+    /// fruitless until `produced_audio` says otherwise.
+    fn next_packet(&mut self) -> Result<(), DecodeError> {
+        if self.packets >= self.max_packets {
+            return Err(DecodeError::Corrupt(format!(
+                "the container lists more packets than its {} bytes can hold",
+                self.input_len
+            )));
+        }
+        if self.fruitless >= MAX_FRUITLESS_PACKETS {
+            return Err(DecodeError::Corrupt(format!(
+                "{MAX_FRUITLESS_PACKETS} packets in a row held no audio"
+            )));
+        }
+        self.packets += 1;
+        self.fruitless += 1;
+        Ok(())
+    }
+
+    fn produced_audio(&mut self) {
+        self.fruitless = 0;
+    }
 }
 
 /// How the demuxer stopped handing out packets.
@@ -445,9 +618,102 @@ fn sanitise(sample: f32) -> f32 {
     }
 }
 
+/// Just enough RIFF/WAVE parsing to refuse the headers symphonia 0.6 panics on, before it sees
+/// them. Reads are bounded and any surprise means "nothing to refuse": symphonia then judges
+/// the file as usual.
+mod riff {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use super::DecodeError;
+
+    /// Chunks stepped over looking for `fmt `; real files have it first or after one or two
+    /// (JUNK, bext, LIST).
+    const MAX_CHUNKS: usize = 64;
+
+    /// WAVE_FORMAT_EXTENSIBLE.
+    const EXTENSIBLE: u16 = 0xFFFE;
+
+    /// Most channels symphonia-format-riff 0.6.1 can map to positions
+    /// (`map_wave_channel_count`); it refuses any WAV with more, but only after arithmetic
+    /// that can overflow on them.
+    const MAX_CHANNELS: u16 = 26;
+
+    /// Refuses the WAV headers symphonia-format-riff 0.6.1 panics on (in builds with overflow
+    /// checks; without them it computes garbage):
+    /// - more channels than it supports: `read_pcm_fmt` multiplies the channel count by the
+    ///   sample width in a `u16` (65535 channels of 16 bits overflow) before it gets to
+    ///   refusing the count;
+    /// - a WAVE_FORMAT_EXTENSIBLE channel mask with fewer bits set than channels declared,
+    ///   where the shortfall cannot be filled inside 32 bits (the mask's top bit already set):
+    ///   `fix_wave_channel_mask` fills it with a shift that overflows.
+    pub(super) fn check_header<R: Read + Seek + ?Sized>(file: &mut R) -> Result<(), DecodeError> {
+        let Some(fmt) = fmt_chunk(file) else {
+            return Ok(());
+        };
+        let le16 = |at: usize| {
+            fmt.get(at..at + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        let Some(channels) = le16(2) else {
+            return Ok(());
+        };
+        if channels > MAX_CHANNELS {
+            return Err(DecodeError::Corrupt(format!(
+                "the WAV header declares {channels} channels; at most {MAX_CHANNELS} are supported"
+            )));
+        }
+        let (Some(EXTENSIBLE), Some(22)) = (le16(0), le16(16)) else {
+            return Ok(());
+        };
+        let Some(mask) = fmt
+            .get(20..24)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return Ok(());
+        };
+        let missing = i64::from(channels) - i64::from(mask.count_ones());
+        if missing > 0 && mask.leading_zeros() == 0 {
+            return Err(DecodeError::Corrupt(format!(
+                "the WAV channel mask {mask:#x} cannot describe {channels} channels"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first 40 bytes of the `fmt ` chunk body of a RIFF/WAVE file, if it is one.
+    fn fmt_chunk<R: Read + Seek + ?Sized>(file: &mut R) -> Option<Vec<u8>> {
+        file.seek(SeekFrom::Start(0)).ok()?;
+        let mut header = [0u8; 12];
+        file.read_exact(&mut header).ok()?;
+        if !matches!(&header[..4], b"RIFF" | b"RF64") || &header[8..] != b"WAVE" {
+            return None;
+        }
+        for _ in 0..MAX_CHUNKS {
+            let mut chunk = [0u8; 8];
+            file.read_exact(&mut chunk).ok()?;
+            let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+            if &chunk[..4] == b"fmt " {
+                let mut body = Vec::with_capacity(40);
+                file.take(u64::from(len.min(40)))
+                    .read_to_end(&mut body)
+                    .ok()?;
+                return Some(body);
+            }
+            // Chunks are padded to an even length.
+            let skip = i64::from(len) + i64::from(len & 1);
+            file.seek(SeekFrom::Current(skip)).ok()?;
+        }
+        None
+    }
+}
+
 /// Just enough ISO BMFF (MP4) parsing to find the edit list of one track. Every read is bounds
 /// checked and any surprise yields `None`: the edit is a refinement, never a reason to fail.
 mod mp4 {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use super::DecodeError;
+
     /// The part of a track's media that is presented, from its edit list.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub(super) struct Edit {
@@ -481,10 +747,90 @@ mod mp4 {
         u64::try_from(scaled).unwrap_or(u64::MAX)
     }
 
+    /// Largest `moov` body read for its edit list. A two-hour AAC track's sample tables come to
+    /// a few MB; anything bigger is no announcement, and the edit is optional anyway.
+    const MAX_MOOV_BYTES: u64 = 64 << 20;
+
+    /// Top-level boxes stepped over looking for `moov`. Real files have a handful before it
+    /// (ftyp, free, mdat); the bound stops a file of tiny boxes from keeping us seeking.
+    const MAX_TOP_LEVEL_BOXES: usize = 4096;
+
+    /// The body of the top-level `moov` box, or `None` if there is none, it is cut short or
+    /// it is implausibly large. Reads only the box headers up to `moov`, then `moov` itself, so
+    /// a file on disk is not read whole.
+    pub(super) fn read_moov<R: Read + Seek + ?Sized>(file: &mut R) -> Option<Vec<u8>> {
+        file.seek(SeekFrom::Start(0)).ok()?;
+        for _ in 0..MAX_TOP_LEVEL_BOXES {
+            let mut header = [0u8; 8];
+            file.read_exact(&mut header).ok()?;
+            let (size, kind) = header.split_at(4);
+            let (header_len, total) = match be_u32(size, 0)? {
+                // Size 0: the box runs to the end of the file.
+                0 => (8, None),
+                1 => {
+                    let mut large = [0u8; 8];
+                    file.read_exact(&mut large).ok()?;
+                    (16, Some(u64::from_be_bytes(large)))
+                }
+                n => (8, Some(u64::from(n))),
+            };
+            let body_len = match total {
+                Some(total) => Some(total.checked_sub(header_len)?),
+                None => None,
+            };
+            if kind == b"moov" {
+                let want = body_len.unwrap_or(MAX_MOOV_BYTES);
+                if want > MAX_MOOV_BYTES {
+                    return None;
+                }
+                // Read, not pre-allocated from the declared size: a lying size costs only
+                // the bytes that are really there.
+                let mut body = Vec::new();
+                file.take(want).read_to_end(&mut body).ok()?;
+                let cut_short = body_len.is_some_and(|len| (body.len() as u64) < len);
+                return (!cut_short).then_some(body);
+            }
+            let skip = i64::try_from(body_len?).ok()?;
+            file.seek(SeekFrom::Current(skip)).ok()?;
+        }
+        None
+    }
+
+    /// Refuses sample tables that symphonia-format-isomp4 0.6.1 overflows on: a time-to-sample
+    /// table (`stts`) whose sample counts add up past `u32::MAX`, which its
+    /// `find_timing_for_sample` sums in a `u32` for every packet of every track. A zero sample
+    /// delta keeps such a table's declared duration small, so the length limit does not catch
+    /// it first.
+    pub(super) fn check_tables(moov: &[u8]) -> Result<(), DecodeError> {
+        for trak in boxes(moov).filter(|(kind, _)| kind == b"trak") {
+            let stts = child(trak.1, b"mdia")
+                .and_then(|mdia| child(mdia, b"minf"))
+                .and_then(|minf| child(minf, b"stbl"))
+                .and_then(|stbl| child(stbl, b"stts"));
+            let Some(stts) = stts else { continue };
+            let count = be_u32(stts, 4).unwrap_or(0);
+            // Only the entries actually present: symphonia fails on a short table by itself.
+            let total: u64 = (0..count)
+                .map_while(|i| {
+                    be_u32(
+                        stts,
+                        usize::try_from(i).ok()?.checked_mul(8)?.checked_add(8)?,
+                    )
+                })
+                .map(u64::from)
+                .sum();
+            if total > u64::from(u32::MAX) {
+                return Err(DecodeError::Corrupt(format!(
+                    "the MP4 time table lists {total} samples"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The edit of track `track_id`, when it is the usual single "skip the priming, stop before
     /// the padding" edit. Multi-segment edits (rare for audio) are left alone.
-    pub(super) fn audio_edit(file: &[u8], track_id: u32) -> Option<Edit> {
-        let moov = child(file, b"moov")?;
+    pub(super) fn audio_edit(moov: &[u8], track_id: u32) -> Option<Edit> {
         let movie_timescale = timescale(child(moov, b"mvhd")?)?;
         let trak = boxes(moov)
             .filter(|(kind, _)| kind == b"trak")
@@ -833,8 +1179,226 @@ mod tests {
         );
     }
 
+    fn fixture_path(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn decoding_from_a_file_gives_what_decoding_its_bytes_gives() {
+        // Every fixture, good and broken, so the shared path is pinned for errors too.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| !n.ends_with(".md"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 19, "{names:?}");
+        for name in &names {
+            let ext = name.rsplit('.').next();
+            let from_bytes = decode(&fixture(name), ext, Default::default());
+            let from_file = decode_file(&fixture_path(name), ext, Default::default());
+            match (from_bytes, from_file) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(
+                        (&a.format, &a.codec, a.sample_rate, a.channels),
+                        (&b.format, &b.codec, b.sample_rate, b.channels),
+                        "{name}"
+                    );
+                    assert!(a.mono == b.mono, "{name}: samples differ");
+                }
+                (a, b) => assert_eq!(a.err(), b.err(), "{name}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_mp4_edit_list_is_applied_when_decoding_from_a_file() {
+        // ffprobe: duration=1.000000 (44100 frames); untrimmed AAC would be 45056 frames.
+        let audio = decode_file(
+            &fixture_path("announce-vi-1s.m4a"),
+            Some("m4a"),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(audio.format, "mp4");
+        assert_eq!(audio.mono.len(), 44_100);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error() {
+        let result = decode_file(
+            &fixture_path("no-such-file.wav"),
+            Some("wav"),
+            Default::default(),
+        );
+        assert!(matches!(result, Err(DecodeError::Io(_))), "{result:?}");
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .starts_with("the file could not be read (")
+        );
+    }
+
+    #[test]
+    fn a_directory_is_an_io_error() {
+        let result = decode_file(&fixture_path(""), None, Default::default());
+        assert_eq!(
+            result.unwrap_err(),
+            DecodeError::Io("not a regular file".into())
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_rejected_as_empty() {
+        let result = decode_file(
+            &fixture_path("broken-empty.mp3"),
+            Some("mp3"),
+            Default::default(),
+        );
+        assert_eq!(result.unwrap_err(), DecodeError::Empty);
+    }
+
+    #[test]
+    fn a_truncated_mp3_file_is_truncated() {
+        let result = decode_file(
+            &fixture_path("broken-truncated.mp3"),
+            Some("mp3"),
+            Default::default(),
+        );
+        assert!(
+            matches!(
+                result,
+                Err(DecodeError::Truncated {
+                    expected_ms: 10_192,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    fn with_u16(data: &[u8], at: usize, value: u16) -> Vec<u8> {
+        let mut out = data.to_vec();
+        out[at..at + 2].copy_from_slice(&value.to_le_bytes());
+        out
+    }
+
+    fn with_u32(data: &[u8], at: usize, value: u32) -> Vec<u8> {
+        let mut out = data.to_vec();
+        out[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        out
+    }
+
+    /// The f32 fixture (WAVE_FORMAT_EXTENSIBLE, mask 0x4 at byte 40 for its one channel)
+    /// claiming `channels` channels.
+    fn extensible_wav_with_channels(channels: u16) -> Vec<u8> {
+        let data = fixture("announce-vi-f32.wav");
+        assert_eq!(&data[12..16], b"fmt ");
+        assert_eq!(data[20..22], [0xFE, 0xFF], "extensible format tag");
+        assert_eq!(data[40..44], [4, 0, 0, 0], "mask: front centre");
+        with_u16(&data, 22, channels)
+    }
+
+    #[test]
+    fn a_wav_header_with_more_channels_than_supported_is_corrupt_instead_of_a_panic() {
+        // symphonia-format-riff 0.6.1 overflows a multiplication (plain PCM) or a shift (an
+        // extensible channel mask) on these; both found by the fuzz test.
+        let pcm = wav(8_000, 1, &[0; 800], None);
+        for (name, file) in [
+            ("extensible", extensible_wav_with_channels(u16::MAX)),
+            ("pcm", with_u16(&pcm, 22, u16::MAX)),
+            ("pcm", with_u16(&pcm, 22, 27)),
+        ] {
+            let channels = u16::from_le_bytes([file[22], file[23]]);
+            assert_eq!(
+                decode(&file, Some("wav"), Default::default()).unwrap_err(),
+                DecodeError::Corrupt(format!(
+                    "the WAV header declares {channels} channels; at most 26 are supported"
+                )),
+                "{name}"
+            );
+        }
+        // A mask whose top bit is set has no room above it for the channels it lacks.
+        let file = with_u32(&extensible_wav_with_channels(2), 40, 0x8000_0000);
+        assert_eq!(
+            decode(&file, Some("wav"), Default::default()).unwrap_err(),
+            DecodeError::Corrupt(
+                "the WAV channel mask 0x80000000 cannot describe 2 channels".into()
+            )
+        );
+        // 26 channels get as far as symphonia, which refuses 26 positions from a 1-bit mask
+        // on its own terms.
+        let result = decode(
+            &extensible_wav_with_channels(26),
+            Some("wav"),
+            Default::default(),
+        );
+        assert!(
+            !matches!(result, Err(DecodeError::DecoderFailed(_))),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn an_mp4_time_table_past_u32_samples_is_corrupt_instead_of_a_panic() {
+        // The fixture's stts holds (44 samples × 1024) and (1 × 68). A first entry of 2^32-1
+        // samples lasting 0 each keeps the duration at 68 ticks, under any length limit, and
+        // symphonia-format-isomp4 0.6.1 overflows a u32 adding up the counts (found by the
+        // header-size test in tests/media_formats.rs).
+        let mut data = fixture("announce-vi-1s.m4a");
+        let stts = data.windows(4).position(|w| w == b"stts").unwrap();
+        assert_eq!(data[stts + 8..stts + 12], [0, 0, 0, 2], "two entries");
+        data[stts + 12..stts + 20].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]);
+        assert_eq!(
+            decode(&data, Some("m4a"), Default::default()).unwrap_err(),
+            DecodeError::Corrupt("the MP4 time table lists 4294967296 samples".into())
+        );
+    }
+
+    #[test]
+    fn a_demuxer_handing_out_more_packets_than_bytes_is_stopped() {
+        let mut budget = PacketBudget::new(10);
+        for _ in 0..10 + PACKET_SLACK {
+            budget.next_packet().unwrap();
+            budget.produced_audio();
+        }
+        assert_eq!(
+            budget.next_packet().unwrap_err(),
+            DecodeError::Corrupt(
+                "the container lists more packets than its 10 bytes can hold".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_long_run_of_packets_without_audio_is_stopped() {
+        let mut budget = PacketBudget::new(u64::MAX);
+        // A few silent packets (codec headers, a frame eaten by gapless trimming) are normal.
+        for _ in 0..5 {
+            budget.next_packet().unwrap();
+        }
+        budget.produced_audio();
+        for _ in 0..MAX_FRUITLESS_PACKETS {
+            budget.next_packet().unwrap();
+        }
+        assert_eq!(
+            budget.next_packet().unwrap_err(),
+            DecodeError::Corrupt("10000 packets in a row held no audio".into())
+        );
+    }
+
     mod mp4_edit_list {
-        use super::super::mp4::audio_edit;
+        use std::io::Cursor;
+
+        use super::super::mp4::{Edit, read_moov};
+
+        fn audio_edit(file: &mut Cursor<impl AsRef<[u8]>>, track_id: u32) -> Option<Edit> {
+            super::super::mp4::audio_edit(&read_moov(file)?, track_id)
+        }
 
         fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
             let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
@@ -870,7 +1434,7 @@ mod tests {
 
         #[test]
         fn aac_priming_and_padding_are_trimmed_to_the_presented_length() {
-            let edit = audio_edit(&ffmpeg_like_moov(), 1).expect("edit list");
+            let edit = audio_edit(&mut Cursor::new(ffmpeg_like_moov()), 1).expect("edit list");
             // 440 AAC frames of 1024 samples, as decoded from announce-vi.m4a.
             let mut mono: Vec<f32> = (0..450_560).map(|i| i as f32).collect();
             edit.apply(&mut mono, 44_100);
@@ -881,14 +1445,18 @@ mod tests {
 
         #[test]
         fn another_track_id_has_no_edit() {
-            assert_eq!(audio_edit(&ffmpeg_like_moov(), 2), None);
+            assert_eq!(audio_edit(&mut Cursor::new(ffmpeg_like_moov()), 2), None);
         }
 
         #[test]
         fn any_cut_of_the_boxes_is_handled_without_panicking() {
             let file = ffmpeg_like_moov();
             for len in 0..file.len() {
-                assert_eq!(audio_edit(&file[..len], 1), None, "cut at {len}");
+                assert_eq!(
+                    audio_edit(&mut Cursor::new(&file[..len]), 1),
+                    None,
+                    "cut at {len}"
+                );
             }
         }
     }

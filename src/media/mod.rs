@@ -1,13 +1,18 @@
-//! Media preparation: turns uploaded audio bytes into mono samples, resamples them and measures
-//! their loudness. Sans-IO: it takes bytes and slices and returns data; it must not touch the file
-//! system, the network, the clock or an async runtime (callers run it on a blocking thread).
+//! Media preparation: turns uploaded audio into mono samples, resamples them and measures their
+//! loudness. It takes bytes, slices or (for `decode_file`) the path of a stored upload, and
+//! returns data; it must not touch the network, the clock or an async runtime, nor any file but
+//! the one it is handed (callers run it on a blocking thread).
 
 pub mod decode;
+#[cfg(test)]
+mod fuzz;
 pub mod loudness;
+pub mod normalise;
 pub mod resample;
 
-pub use decode::{DecodeError, DecodeLimits, decode};
+pub use decode::{DecodeError, DecodeLimits, decode, decode_file};
 pub use loudness::{Loudness, measure};
+pub use normalise::{LoudnessTarget, normalise};
 pub use resample::{ResampleError, resample};
 
 /// Audio decoded from an upload, mixed down to mono, still at its original rate.
