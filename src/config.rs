@@ -51,6 +51,10 @@ pub struct AudioConfig {
     pub true_peak_dbtp: f64,
     pub max_upload_mb: u64,
     pub max_duration_s: u64,
+    /// Silence between the items of a playlist, in ms.
+    pub gap_ms: u32,
+    /// An attention chime before every programme.
+    pub chime: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +62,8 @@ pub struct AudioConfig {
 pub struct RtpConfig {
     pub ptime_ms: u32,
     pub port: u16,
+    /// Opus bitrate in kb/s (mono speech over 4G links).
+    pub opus_bitrate_kbps: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -116,6 +122,8 @@ impl Default for AudioConfig {
             true_peak_dbtp: -1.0,
             max_upload_mb: 200,
             max_duration_s: 7200,
+            gap_ms: 500,
+            chime: false,
         }
     }
 }
@@ -125,6 +133,7 @@ impl Default for RtpConfig {
         Self {
             ptime_ms: 20,
             port: 5004,
+            opus_bitrate_kbps: 24,
         }
     }
 }
@@ -229,11 +238,26 @@ impl Config {
                 message: message.into(),
             })
         };
-        if ![10, 20, 30, 40, 60].contains(&self.rtp.ptime_ms) {
-            return invalid("rtp.ptime_ms", "must be one of 10, 20, 30, 40, 60");
+        if ![10, 20].contains(&self.rtp.ptime_ms) {
+            return invalid(
+                "rtp.ptime_ms",
+                "must be 10 or 20 (clusters use multiples of it up to 60)",
+            );
         }
         if self.audio.max_upload_mb == 0 {
             return invalid("audio.max_upload_mb", "must be at least 1");
+        }
+        if !(6..=128).contains(&self.rtp.opus_bitrate_kbps) {
+            return invalid("rtp.opus_bitrate_kbps", "must be between 6 and 128");
+        }
+        if self.audio.gap_ms > 60_000 {
+            return invalid("audio.gap_ms", "must be at most 60000");
+        }
+        if !(-40.0..=0.0).contains(&self.audio.loudness_target_lufs) {
+            return invalid("audio.loudness_target_lufs", "must be between -40 and 0");
+        }
+        if !(-20.0..=0.0).contains(&self.audio.true_peak_dbtp) {
+            return invalid("audio.true_peak_dbtp", "must be between -20 and 0");
         }
         if self.audio.max_duration_s == 0 {
             return invalid("audio.max_duration_s", "must be at least 1");

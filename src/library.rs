@@ -1,15 +1,19 @@
 //! The announcement library on disk: uploaded files under `data_dir/audio`, and the
-//! payload frames of each (clip, codec, ptime), built once and shared by every cluster
-//! that airs them. The CPU work runs on the blocking pool, never on the reactor.
+//! payload frames of each (clip, codec, ptime), built once — at first use — kept under
+//! `data_dir/frames` so they survive a restart, and shared by every cluster that airs
+//! them. The CPU work runs on the blocking pool, never on the reactor.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
-use crate::codec::Codec;
-use crate::media::{self, DecodeError, DecodeLimits, DecodedAudio, Loudness};
+use crate::codec::{Codec, CodecSettings};
+use crate::media::{self, DecodeError, DecodeLimits, Loudness, LoudnessTarget};
 
 /// Why the library could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,9 @@ pub enum LibraryError {
     /// Resampling failed (a rate the resampler refuses).
     #[error("cannot resample: {0}")]
     Resample(String),
+    /// The encoder refused the audio or its settings.
+    #[error("cannot encode: {0}")]
+    Encode(String),
     /// The file system failed.
     #[error("audio file {path}: {source}")]
     Io {
@@ -43,73 +50,134 @@ pub struct Ingested {
     pub loudness: Option<Loudness>,
 }
 
-/// Loudness normalisation settings.
+/// How clips are prepared for air.
 #[derive(Debug, Clone, Copy)]
-pub struct Levels {
+pub struct AirSettings {
+    /// Integrated loudness every clip is brought to (EBU R128).
     pub target_lufs: f64,
+    /// True-peak ceiling the gain may not push a clip past.
     pub true_peak_ceiling_dbtp: f64,
+    /// Silence between playlist items.
+    pub gap_ms: u32,
+    /// An attention chime before each programme.
+    pub chime: bool,
+    pub codec: CodecSettings,
+}
+
+impl AirSettings {
+    pub fn target(&self) -> LoudnessTarget {
+        LoudnessTarget {
+            integrated_lufs: self.target_lufs,
+            true_peak_dbtp: self.true_peak_ceiling_dbtp,
+        }
+    }
+}
+
+/// One clip of a playlist, as the store knows it.
+#[derive(Debug, Clone)]
+pub struct ClipRef {
+    pub id: String,
+    pub file_name: String,
 }
 
 type FrameKey = (String, Codec, u32);
+type Frames = Arc<[Bytes]>;
+
+/// Bumped when the frame file layout or the way clips are prepared changes, so stale
+/// cache files are never read.
+const FRAME_FORMAT: &str = "loaxa-frames-1";
+const FRAME_MAGIC: &[u8; 8] = b"LXFRAME1";
+/// Key of the generated attention chime in the frame cache.
+const CHIME_ID: &str = "_chime";
 
 pub struct Library {
-    dir: PathBuf,
+    audio_dir: PathBuf,
+    frames_dir: PathBuf,
     limits: DecodeLimits,
-    levels: Levels,
-    frames: Mutex<HashMap<FrameKey, Arc<[Bytes]>>>,
+    settings: AirSettings,
+    /// Hash of everything that shapes the frames, part of every cache file name.
+    settings_tag: String,
+    frames: Mutex<HashMap<FrameKey, Arc<OnceCell<Frames>>>>,
+    encodes: AtomicU64,
 }
 
 impl Library {
-    /// Opens (creating) `data_dir/audio`.
+    /// Opens (creating) `data_dir/audio` and `data_dir/frames`.
     pub fn open(
         data_dir: &Path,
         limits: DecodeLimits,
-        levels: Levels,
+        settings: AirSettings,
     ) -> Result<Self, LibraryError> {
-        let dir = data_dir.join("audio");
-        std::fs::create_dir_all(&dir).map_err(|source| LibraryError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        let audio_dir = data_dir.join("audio");
+        let frames_dir = data_dir.join("frames");
+        for dir in [&audio_dir, &frames_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| LibraryError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let settings_tag = {
+            let key = format!(
+                "{FRAME_FORMAT}|{}|{}|{}",
+                settings.target_lufs,
+                settings.true_peak_ceiling_dbtp,
+                settings.codec.opus_bitrate_bps
+            );
+            hex::encode(&Sha256::digest(key.as_bytes())[..6])
+        };
         Ok(Self {
-            dir,
+            audio_dir,
+            frames_dir,
             limits,
-            levels,
+            settings,
+            settings_tag,
             frames: Mutex::new(HashMap::new()),
+            encodes: AtomicU64::new(0),
         })
     }
 
-    /// Decodes and measures `data`; if it is good audio, stores it as `id` and returns
-    /// what it is. Nothing is written for a file that is refused.
+    /// Where an upload in progress is written (inside the library, so the final rename
+    /// stays on one file system).
+    pub fn upload_path(&self, id: &str) -> PathBuf {
+        self.audio_dir.join(format!(".{id}.upload"))
+    }
+
+    /// Decodes and measures the upload at `upload` (from [`Library::upload_path`]); if it
+    /// is good audio it becomes clip `id`, otherwise the file is removed. Nothing is left
+    /// behind for a refused file.
     pub async fn ingest(
         &self,
         id: &str,
-        data: Bytes,
+        upload: PathBuf,
         extension: Option<String>,
     ) -> Result<Ingested, LibraryError> {
         let limits = self.limits;
-        let ext_hint = extension.clone();
-        let (decoded, loudness) = tokio::task::spawn_blocking(move || {
-            let decoded = media::decode(&data, ext_hint.as_deref(), limits)?;
+        let hint = extension.clone();
+        let path = upload.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let decoded = media::decode_file(&path, hint.as_deref(), limits)?;
             let loudness = media::measure(&decoded.mono, decoded.sample_rate);
-            Ok::<_, DecodeError>((decoded, loudness, data))
+            Ok::<_, DecodeError>((decoded, loudness))
         })
         .await
-        .map_err(|e| LibraryError::Worker(e.to_string()))?
-        .map(|(d, l, data)| ((d, data), l))?;
-        let (decoded, data) = decoded;
+        .map_err(|e| LibraryError::Worker(e.to_string()));
+        let (decoded, loudness) = match decoded {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                let _ = tokio::fs::remove_file(&upload).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&upload).await;
+                return Err(e);
+            }
+        };
         let ext =
             sanitize_extension(extension.as_deref()).unwrap_or_else(|| decoded.format.clone());
         let file_name = format!("{id}.{ext}");
-        let path = self.dir.join(&file_name);
-        let tmp = self.dir.join(format!(".{file_name}.part"));
-        // Write then rename, so a crash never leaves a half file under the real name.
-        let write = async {
-            tokio::fs::write(&tmp, &data).await?;
-            tokio::fs::rename(&tmp, &path).await
-        };
-        if let Err(source) = write.await {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        let path = self.audio_dir.join(&file_name);
+        if let Err(source) = tokio::fs::rename(&upload, &path).await {
+            let _ = tokio::fs::remove_file(&upload).await;
             return Err(LibraryError::Io { path, source });
         }
         Ok(Ingested {
@@ -123,69 +191,218 @@ impl Library {
         })
     }
 
-    /// Deletes a stored file and its cached frames.
+    /// Deletes a stored clip, its cached frames in memory and on disk.
     pub async fn remove(&self, id: &str, file_name: &str) {
-        let _ = tokio::fs::remove_file(self.dir.join(file_name)).await;
+        let _ = tokio::fs::remove_file(self.audio_dir.join(file_name)).await;
         if let Ok(mut frames) = self.frames.lock() {
             frames.retain(|(audio, _, _), _| audio != id);
         }
-    }
-
-    /// The payload frames of clip `id` for `codec` at `ptime_ms`: normalised to the
-    /// configured loudness, resampled (band-limited) and encoded, once.
-    pub async fn frames(
-        &self,
-        id: &str,
-        file_name: &str,
-        loudness: Option<Loudness>,
-        codec: Codec,
-        ptime_ms: u32,
-    ) -> Result<Arc<[Bytes]>, LibraryError> {
-        let key = (id.to_string(), codec, ptime_ms);
-        if let Some(hit) = self.frames.lock().ok().and_then(|f| f.get(&key).cloned()) {
-            return Ok(hit);
-        }
-        let path = self.dir.join(file_name);
-        let data = tokio::fs::read(&path)
-            .await
-            .map_err(|source| LibraryError::Io { path, source })?;
-        let limits = self.limits;
-        let gain = gain_for(loudness, self.levels);
-        let ext = Path::new(file_name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_string);
-        let frames: Arc<[Bytes]> = tokio::task::spawn_blocking(move || {
-            let decoded: DecodedAudio = media::decode(&data, ext.as_deref(), limits)?;
-            let mut samples =
-                media::resample(&decoded.mono, decoded.sample_rate, codec.sample_rate())
-                    .map_err(|e| LibraryError::Resample(e.to_string()))?;
-            if gain != 1.0 {
-                for s in &mut samples {
-                    *s *= gain;
+        if let Ok(mut entries) = tokio::fs::read_dir(&self.frames_dir).await {
+            let prefix = format!("{id}.");
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = tokio::fs::remove_file(entry.path()).await;
                 }
             }
-            Ok::<_, LibraryError>(codec.encode_frames(&samples, ptime_ms).into())
+        }
+    }
+
+    /// How many times a clip was actually decoded and encoded (not served from cache).
+    pub fn encode_count(&self) -> u64 {
+        self.encodes.load(Ordering::Relaxed)
+    }
+
+    /// The whole programme for one (codec, ptime): the chime if configured, then each
+    /// clip with the configured gap between them, `repeat` times.
+    pub async fn programme(
+        &self,
+        clips: &[ClipRef],
+        repeat: u32,
+        codec: Codec,
+        ptime_ms: u32,
+    ) -> Result<Frames, LibraryError> {
+        let mut items = Vec::with_capacity(clips.len());
+        for clip in clips {
+            items.push(self.frames(clip, codec, ptime_ms).await?);
+        }
+        let gap_frames = (self.settings.gap_ms / ptime_ms.max(1)) as usize;
+        let gap = if gap_frames > 0 {
+            codec
+                .silence(ptime_ms, gap_frames, &self.settings.codec)
+                .map_err(|e| LibraryError::Encode(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let mut all = Vec::new();
+        if self.settings.chime {
+            all.extend(self.chime(codec, ptime_ms).await?.iter().cloned());
+            all.extend(gap.iter().cloned());
+        }
+        for round in 0..repeat {
+            for (i, item) in items.iter().enumerate() {
+                if round > 0 || i > 0 {
+                    all.extend(gap.iter().cloned());
+                }
+                all.extend(item.iter().cloned());
+            }
+        }
+        Ok(all.into())
+    }
+
+    /// The payload frames of one clip for `codec` at `ptime_ms`: normalised, resampled
+    /// (band-limited) and encoded once, then served from memory or the disk cache.
+    pub async fn frames(
+        &self,
+        clip: &ClipRef,
+        codec: Codec,
+        ptime_ms: u32,
+    ) -> Result<Frames, LibraryError> {
+        let cell = self.cell(&clip.id, codec, ptime_ms);
+        let source = self.audio_dir.join(&clip.file_name);
+        let target = self.settings.target();
+        let limits = self.limits;
+        let settings = self.settings.codec;
+        cell.get_or_try_init(|| {
+            self.load_or_build(&clip.id, codec, ptime_ms, move || {
+                let ext = source.extension().and_then(|e| e.to_str());
+                let mut decoded = media::decode_file(&source, ext, limits)?;
+                // Normalised at the clip's own rate, before the band is narrowed, so the
+                // limiter sees the real peaks.
+                media::normalise(&mut decoded.mono, decoded.sample_rate, target);
+                let samples =
+                    media::resample(&decoded.mono, decoded.sample_rate, codec.sample_rate())
+                        .map_err(|e| LibraryError::Resample(e.to_string()))?;
+                codec
+                    .encode(&samples, ptime_ms, &settings)
+                    .map_err(|e| LibraryError::Encode(e.to_string()))
+            })
         })
         .await
-        .map_err(|e| LibraryError::Worker(e.to_string()))??;
-        if let Ok(mut cache) = self.frames.lock() {
-            cache.insert(key, frames.clone());
+        .cloned()
+    }
+
+    async fn chime(&self, codec: Codec, ptime_ms: u32) -> Result<Frames, LibraryError> {
+        let cell = self.cell(CHIME_ID, codec, ptime_ms);
+        let settings = self.settings;
+        cell.get_or_try_init(|| {
+            self.load_or_build(CHIME_ID, codec, ptime_ms, move || {
+                let rate = codec.sample_rate();
+                let mut samples = chime_samples(rate);
+                media::normalise(&mut samples, rate, settings.target());
+                codec
+                    .encode(&samples, ptime_ms, &settings.codec)
+                    .map_err(|e| LibraryError::Encode(e.to_string()))
+            })
+        })
+        .await
+        .cloned()
+    }
+
+    fn cell(&self, id: &str, codec: Codec, ptime_ms: u32) -> Arc<OnceCell<Frames>> {
+        let mut map = match self.frames.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry((id.to_string(), codec, ptime_ms))
+            .or_default()
+            .clone()
+    }
+
+    /// Reads the cache file of (id, codec, ptime) or builds the frames with `build` on the
+    /// blocking pool and writes the file (atomically: a crash never leaves half a file).
+    async fn load_or_build(
+        &self,
+        id: &str,
+        codec: Codec,
+        ptime_ms: u32,
+        build: impl FnOnce() -> Result<Vec<Bytes>, LibraryError> + Send + 'static,
+    ) -> Result<Frames, LibraryError> {
+        let path = self.frames_dir.join(format!(
+            "{id}.{codec}.{ptime_ms}.{}.frames",
+            self.settings_tag
+        ));
+        if let Ok(data) = tokio::fs::read(&path).await {
+            match parse_frames(Bytes::from(data)) {
+                Some(frames) => return Ok(frames.into()),
+                None => tracing::warn!(path = %path.display(), "corrupt frame cache; rebuilding"),
+            }
         }
-        Ok(frames)
+        let frames = tokio::task::spawn_blocking(build)
+            .await
+            .map_err(|e| LibraryError::Worker(e.to_string()))??;
+        self.encodes.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension("part");
+        let data = serialize_frames(&frames);
+        let write = async {
+            tokio::fs::write(&tmp, &data).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        if let Err(e) = write.await {
+            // The frames are still good; only the restart shortcut is lost.
+            tracing::warn!(path = %path.display(), error = %e, "cannot write frame cache");
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        Ok(frames.into())
     }
 }
 
-/// Linear gain that brings a clip to the target loudness without its true peak passing
-/// the ceiling. Unknown loudness (silence) is left alone.
-fn gain_for(loudness: Option<Loudness>, levels: Levels) -> f32 {
-    let Some(l) = loudness else {
-        return 1.0;
+fn serialize_frames(frames: &[Bytes]) -> Bytes {
+    let size: usize = frames.iter().map(|f| 2 + f.len()).sum();
+    let mut out = BytesMut::with_capacity(FRAME_MAGIC.len() + 4 + size);
+    out.put_slice(FRAME_MAGIC);
+    out.put_u32(frames.len() as u32);
+    for f in frames {
+        out.put_u16(f.len() as u16);
+        out.put_slice(f);
+    }
+    out.freeze()
+}
+
+/// Parses a frame cache file; `None` if it is not exactly what [`serialize_frames`] wrote.
+fn parse_frames(mut data: Bytes) -> Option<Vec<Bytes>> {
+    if data.len() < FRAME_MAGIC.len() + 4 || &data[..FRAME_MAGIC.len()] != FRAME_MAGIC {
+        return None;
+    }
+    data.advance(FRAME_MAGIC.len());
+    let count = data.get_u32() as usize;
+    // Each frame takes at least its 2-byte length: a count beyond that is corrupt.
+    if count > data.len() / 2 {
+        return None;
+    }
+    let mut frames = Vec::with_capacity(count);
+    for _ in 0..count {
+        if data.len() < 2 {
+            return None;
+        }
+        let len = data.get_u16() as usize;
+        if data.len() < len {
+            return None;
+        }
+        frames.push(data.split_to(len));
+    }
+    data.is_empty().then_some(frames)
+}
+
+/// A two-note attention chime ("ding-dong"), 1.2 s, as mono samples at `rate`.
+fn chime_samples(rate: u32) -> Vec<f32> {
+    let note = |freq: f32, start: f32, t: f32| {
+        let t = t - start;
+        if t < 0.0 {
+            return 0.0;
+        }
+        // A bell-like tone: fundamental plus a softer octave, decaying exponentially.
+        let envelope = (-3.0 * t).exp() * (t * 200.0).min(1.0);
+        envelope
+            * (0.7 * (std::f32::consts::TAU * freq * t).sin()
+                + 0.3 * (std::f32::consts::TAU * 2.0 * freq * t).sin())
     };
-    let wanted = levels.target_lufs - l.integrated_lufs;
-    let allowed = levels.true_peak_ceiling_dbtp - l.true_peak_dbtp;
-    let db = wanted.min(allowed);
-    10f64.powf(db / 20.0) as f32
+    let n = (rate as f32 * 1.2) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            0.5 * (note(880.0, 0.0, t) + note(659.26, 0.45, t))
+        })
+        .collect()
 }
 
 /// Keeps a short alphanumeric extension of the uploaded name, for the decoder's hint.
@@ -199,23 +416,14 @@ pub fn sanitize_extension(ext: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gain_brings_a_quiet_clip_up_but_not_past_the_peak_ceiling() {
-        let levels = Levels {
+    fn settings() -> AirSettings {
+        AirSettings {
             target_lufs: -16.0,
             true_peak_ceiling_dbtp: -1.0,
-        };
-        let quiet = Loudness {
-            integrated_lufs: -26.0,
-            true_peak_dbtp: -20.0,
-        };
-        assert!((gain_for(Some(quiet), levels) - 10f32.powf(0.5)).abs() < 1e-4);
-        let peaky = Loudness {
-            integrated_lufs: -26.0,
-            true_peak_dbtp: -3.0,
-        };
-        assert!((gain_for(Some(peaky), levels) - 10f32.powf(0.1)).abs() < 1e-4);
-        assert_eq!(gain_for(None, levels), 1.0);
+            gap_ms: 100,
+            chime: false,
+            codec: CodecSettings::default(),
+        }
     }
 
     #[test]
@@ -223,5 +431,137 @@ mod tests {
         assert_eq!(sanitize_extension(Some("MP3")), Some("mp3".into()));
         assert_eq!(sanitize_extension(Some("../x")), None);
         assert_eq!(sanitize_extension(Some("")), None);
+    }
+
+    #[test]
+    fn frame_files_round_trip_and_corrupt_ones_are_refused() {
+        let frames = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from(vec![7; 300]),
+        ];
+        let data = serialize_frames(&frames);
+        assert_eq!(parse_frames(data.clone()).unwrap(), frames);
+        assert!(parse_frames(data.slice(..data.len() - 1)).is_none());
+        let mut extra = data.to_vec();
+        extra.push(0);
+        assert!(parse_frames(Bytes::from(extra)).is_none());
+        let mut huge = data.to_vec();
+        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(parse_frames(Bytes::from(huge)).is_none());
+        assert!(parse_frames(Bytes::from_static(b"not a frame file")).is_none());
+    }
+
+    #[test]
+    fn the_chime_is_audible_and_fits_in_a_second_and_a_half() {
+        let s = chime_samples(8000);
+        assert_eq!(s.len(), 9600);
+        let peak = s.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(peak > 0.2 && peak <= 1.0, "peak {peak}");
+    }
+
+    async fn library_with_clip(dir: &Path, settings: AirSettings) -> (Library, ClipRef) {
+        let lib = Library::open(dir, DecodeLimits::default(), settings).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/announce-vi-48k-24bit-stereo.wav");
+        let upload = lib.upload_path("clip");
+        std::fs::copy(&src, &upload).unwrap();
+        let ingested = lib
+            .ingest("clip", upload, Some("wav".into()))
+            .await
+            .unwrap();
+        let clip = ClipRef {
+            id: "clip".into(),
+            file_name: ingested.file_name,
+        };
+        (lib, clip)
+    }
+
+    #[tokio::test]
+    async fn frames_are_encoded_once_even_when_asked_for_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lib, clip) = library_with_clip(dir.path(), settings()).await;
+        let (a, b, c) = tokio::join!(
+            lib.frames(&clip, Codec::Pcmu, 20),
+            lib.frames(&clip, Codec::Pcmu, 20),
+            lib.frames(&clip, Codec::Pcmu, 20),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert_eq!(a.len(), 100);
+        assert!(
+            Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&b, &c),
+            "one shared copy"
+        );
+        assert_eq!(lib.encode_count(), 1);
+        lib.frames(&clip, Codec::Pcma, 20).await.unwrap();
+        lib.frames(&clip, Codec::Pcmu, 40).await.unwrap();
+        assert_eq!(lib.encode_count(), 3, "one encode per (codec, ptime)");
+    }
+
+    #[tokio::test]
+    async fn cached_frames_survive_a_restart_without_encoding_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lib, clip) = library_with_clip(dir.path(), settings()).await;
+        let first = lib.frames(&clip, Codec::Pcma, 20).await.unwrap();
+        drop(lib);
+        let again = Library::open(dir.path(), DecodeLimits::default(), settings()).unwrap();
+        let second = again.frames(&clip, Codec::Pcma, 20).await.unwrap();
+        assert_eq!(again.encode_count(), 0, "read from the disk cache");
+        assert_eq!(first[..], second[..]);
+        // Other loudness settings shape other frames: the old cache is not used.
+        let louder = AirSettings {
+            target_lufs: -12.0,
+            ..settings()
+        };
+        let other = Library::open(dir.path(), DecodeLimits::default(), louder).unwrap();
+        other.frames(&clip, Codec::Pcma, 20).await.unwrap();
+        assert_eq!(other.encode_count(), 1);
+        // Removing the clip removes its cache files.
+        other.remove(&clip.id, &clip.file_name).await;
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("frames"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_playlist_airs_its_clips_in_order_with_the_gap_between_and_the_chime_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_chime = AirSettings {
+            chime: true,
+            ..settings()
+        };
+        let (lib, clip) = library_with_clip(dir.path(), with_chime).await;
+        let one = lib.frames(&clip, Codec::Pcmu, 20).await.unwrap();
+        let programme = lib
+            .programme(&[clip.clone(), clip.clone()], 2, Codec::Pcmu, 20)
+            .await
+            .unwrap();
+        let chime = 60; // 1.2 s
+        let gap = 5; // 100 ms
+        assert_eq!(programme.len(), chime + gap + 4 * one.len() + 3 * gap);
+        assert_eq!(programme[chime + gap..chime + gap + one.len()], one[..]);
+        let silence = Codec::Pcmu
+            .silence(20, 1, &CodecSettings::default())
+            .unwrap();
+        let after_first = chime + gap + one.len();
+        assert!(
+            programme[after_first..after_first + gap]
+                .iter()
+                .all(|f| *f == silence[0])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = Library::open(dir.path(), DecodeLimits::default(), settings()).unwrap();
+        let upload = lib.upload_path("bad");
+        std::fs::write(&upload, b"this is not audio at all").unwrap();
+        assert!(lib.ingest("bad", upload, Some("mp3".into())).await.is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("audio"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

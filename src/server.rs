@@ -11,8 +11,9 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::api::{self, AppState, auth::hash_token};
+use crate::codec::CodecSettings;
 use crate::config::Config;
-use crate::library::{Levels, Library};
+use crate::library::{AirSettings, Library};
 use crate::media::DecodeLimits;
 use crate::playout::{Engine, EngineEvent, Outcome, pacer};
 use crate::store::{Store, status};
@@ -47,9 +48,14 @@ pub async fn run(
         DecodeLimits {
             max_duration_s: config.audio.max_duration_s,
         },
-        Levels {
+        AirSettings {
             target_lufs: config.audio.loudness_target_lufs,
             true_peak_ceiling_dbtp: config.audio.true_peak_dbtp,
+            gap_ms: config.audio.gap_ms,
+            chime: config.audio.chime,
+            codec: CodecSettings {
+                opus_bitrate_bps: config.rtp.opus_bitrate_kbps * 1000,
+            },
         },
     )?);
 

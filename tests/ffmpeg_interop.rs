@@ -39,6 +39,21 @@ async fn ffmpeg_plays_a_pcma_cluster_from_its_sdp() {
     ffmpeg_plays_a_cluster_from_its_sdp("pcma").await;
 }
 
+#[tokio::test]
+async fn ffmpeg_plays_an_l16_cluster_from_its_sdp() {
+    ffmpeg_plays_a_cluster_from_its_sdp("l16").await;
+}
+
+#[tokio::test]
+async fn ffmpeg_plays_a_g722_cluster_from_its_sdp() {
+    ffmpeg_plays_a_cluster_from_its_sdp("g722").await;
+}
+
+#[tokio::test]
+async fn ffmpeg_plays_an_opus_cluster_from_its_sdp() {
+    ffmpeg_plays_a_cluster_from_its_sdp("opus").await;
+}
+
 async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
     let app = spawn_app().await;
     let work = tempfile::tempdir().expect("temp dir");

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -108,7 +107,7 @@ fn text_field(bytes: Bytes, field: &str) -> Result<String, ApiError> {
 async fn upload_audio(
     State(state): State<AppState>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Created, ApiError> {
     let limit_mb = state.config.audio.max_upload_mb;
     let mut multipart = multipart.map_err(|e| {
         ApiError::WrongContentType(format!(
@@ -116,8 +115,48 @@ async fn upload_audio(
             e.body_text()
         ))
     })?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let upload = state.library.upload_path(&id);
+    // Whatever happens below, a refused upload leaves no partial file.
+    let result = match read_form(&mut multipart, &upload, limit_mb).await {
+        Ok((Some((original_name, size)), title, topic)) => {
+            store_upload(
+                &state,
+                id,
+                upload.clone(),
+                original_name,
+                size,
+                title,
+                topic,
+            )
+            .await
+        }
+        Ok((None, _, _)) => Err(ApiError::field("file", "is required")),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&upload).await;
+    }
+    result
+}
+
+type Form = (
+    Option<(Option<String>, u64)>,
+    Option<String>,
+    Option<String>,
+);
+type Created = (StatusCode, [(header::HeaderName, String); 1], Json<Audio>);
+
+/// Reads the multipart form, streaming the file to `upload` chunk by chunk: the size
+/// limit applies while the body arrives, and memory stays flat whatever the file size.
+async fn read_form(
+    multipart: &mut Multipart,
+    upload: &std::path::Path,
+    limit_mb: u64,
+) -> Result<Form, ApiError> {
+    use tokio::io::AsyncWriteExt;
     let (mut file, mut title, mut topic) = (None, None, None);
-    while let Some(field) = multipart
+    while let Some(mut field) = multipart
         .next_field()
         .await
         .map_err(|e| multipart_error(e, limit_mb))?
@@ -125,12 +164,24 @@ async fn upload_audio(
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "file" => {
+                if file.is_some() {
+                    return Err(ApiError::field("file", "only one file per upload"));
+                }
                 let file_name = field.file_name().map(str::to_string);
-                let data = field
-                    .bytes()
+                let mut out = tokio::fs::File::create(upload)
                     .await
-                    .map_err(|e| multipart_error(e, limit_mb))?;
-                file = Some((file_name, data));
+                    .map_err(ApiError::internal)?;
+                let mut size = 0u64;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| multipart_error(e, limit_mb))?
+                {
+                    size += chunk.len() as u64;
+                    out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                }
+                out.flush().await.map_err(ApiError::internal)?;
+                file = Some((file_name, size));
             }
             "title" => {
                 let data = field
@@ -154,9 +205,19 @@ async fn upload_audio(
             }
         }
     }
-    let Some((original_name, data)) = file else {
-        return Err(ApiError::field("file", "is required"));
-    };
+    Ok((file, title, topic))
+}
+
+/// Decodes the streamed upload and records it; the row is written only for good audio.
+async fn store_upload(
+    state: &AppState,
+    id: String,
+    upload: std::path::PathBuf,
+    original_name: Option<String>,
+    size_bytes: u64,
+    title: Option<String>,
+    topic: Option<String>,
+) -> Result<Created, ApiError> {
     let title = match title {
         Some(t) => parse_name(&t, 200).map_err(|e| ApiError::field("title", e.0))?,
         None => original_name
@@ -175,13 +236,14 @@ async fn upload_audio(
         .and_then(|n| std::path::Path::new(n).extension())
         .and_then(|e| e.to_str())
         .and_then(|e| sanitize_extension(Some(e)));
-    let id = uuid::Uuid::new_v4().to_string();
-    let size_bytes = data.len() as i64;
+    let size_bytes = size_bytes as i64;
     let ingested = state
         .library
-        .ingest(&id, data, extension)
+        .ingest(&id, upload, extension)
         .await
         .map_err(|e| match e {
+            // Our own upload file failing to open is our fault, not the file's.
+            LibraryError::Decode(DecodeError::Io(why)) => ApiError::internal(why),
             LibraryError::Decode(d) => decode_problem(d),
             other => ApiError::internal(other),
         })?;

@@ -19,6 +19,7 @@ use super::areas::validation;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::codec::Codec;
 use crate::fleet::{Endpoint, EndpointSpec};
+use crate::library::ClipRef;
 use crate::playout::{Priority, Target};
 use crate::store::{
     AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
@@ -289,6 +290,14 @@ async fn build_targets(
     audio: &[AudioRow],
     clusters: &[ClusterRow],
 ) -> Result<Vec<Target>, String> {
+    let clips: Vec<ClipRef> = audio
+        .iter()
+        .map(|a| ClipRef {
+            id: a.id.clone(),
+            file_name: a.file_name.clone(),
+        })
+        .collect();
+    // One programme per (codec, ptime), shared by every cluster that uses it.
     let mut programmes: BTreeMap<(Codec, u32), Arc<[Bytes]>> = BTreeMap::new();
     let mut targets = Vec::with_capacity(clusters.len());
     for c in clusters {
@@ -302,25 +311,13 @@ async fn build_targets(
         let frames = match programmes.get(&(codec, ptime_ms)) {
             Some(f) => f.clone(),
             None => {
-                let mut playlist = Vec::new();
-                for item in audio {
-                    let loudness = item.loudness_lufs.zip(item.true_peak_dbtp).map(|(i, t)| {
-                        crate::media::Loudness {
-                            integrated_lufs: i,
-                            true_peak_dbtp: t,
-                        }
-                    });
-                    let frames = state
-                        .library
-                        .frames(&item.id, &item.file_name, loudness, codec, ptime_ms)
-                        .await
-                        .map_err(|e| format!("audio `{}`: {e}", item.id))?;
-                    playlist.push(frames);
-                }
-                let once: Vec<Bytes> = playlist.iter().flat_map(|f| f.iter().cloned()).collect();
-                let all: Arc<[Bytes]> = (0..repeat).flat_map(|_| once.iter().cloned()).collect();
-                programmes.insert((codec, ptime_ms), all.clone());
-                all
+                let frames = state
+                    .library
+                    .programme(&clips, repeat, codec, ptime_ms)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                programmes.insert((codec, ptime_ms), frames.clone());
+                frames
             }
         };
         targets.push(Target {

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::areas::validation;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecSettings};
 use crate::fleet::{Endpoint, EndpointSpec, parse_name};
 use crate::rtp::sdp;
 use crate::store::{ClusterRow, StoreError, now_rfc3339};
@@ -34,7 +34,7 @@ const PTIMES: [u32; 3] = [20, 40, 60];
 pub struct CreateCluster {
     name: String,
     area_code: String,
-    /// `pcmu` or `pcma`.
+    /// `pcmu`, `pcma`, `l16` (44.1 kHz, LAN only: 1764-byte packets), `g722` or `opus`.
     codec: String,
     /// 20, 40 or 60 (default: the configured ptime).
     ptime_ms: Option<u32>,
@@ -104,6 +104,13 @@ async fn create_cluster(
                 "must be one of 20, 40, 60 and a multiple of the configured {} ms",
                 state.config.rtp.ptime_ms
             ),
+        ));
+    } else if let Some(codec) = codec
+        && !codec.supports_ptime(ptime_ms)
+    {
+        errors.push(FieldError::new(
+            "ptime_ms",
+            format!("{codec} cannot use {ptime_ms} ms packets"),
         ));
     }
     let endpoint = Endpoint::parse(&body.endpoint)
@@ -243,14 +250,19 @@ async fn cluster_sdp(
     } else {
         local
     };
-    let text = sdp::render(&sdp::StreamDescription {
-        session_id: row.sdp_session_id as u64,
-        session_version: 1,
-        origin,
-        name: &cluster.name,
-        destination: endpoint.rtp_destination(),
-        codec: cluster.codec,
-        ptime_ms: cluster.ptime_ms,
-    });
+    let text = sdp::render_with_settings(
+        &sdp::StreamDescription {
+            session_id: row.sdp_session_id as u64,
+            session_version: 1,
+            origin,
+            name: &cluster.name,
+            destination: endpoint.rtp_destination(),
+            codec: cluster.codec,
+            ptime_ms: cluster.ptime_ms,
+        },
+        &CodecSettings {
+            opus_bitrate_bps: state.config.rtp.opus_bitrate_kbps * 1000,
+        },
+    );
     Ok(([(header::CONTENT_TYPE, "application/sdp")], text))
 }
