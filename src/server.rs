@@ -180,9 +180,14 @@ async fn record_events(store: Store, mut events: mpsc::UnboundedReceiver<EngineE
                 broadcast,
                 cluster,
                 by,
+                policy,
+                at_ms,
+                at,
             } => {
-                tracing::info!(%broadcast, %cluster, %by, "preempted; will restart");
-                Ok(())
+                tracing::info!(%broadcast, %cluster, %by, policy = policy.as_str(), at_ms, "interrupted");
+                store
+                    .insert_interruption(broadcast, cluster, at, by, policy.as_str(), *at_ms)
+                    .await
             }
             EngineEvent::Finished {
                 broadcast,
@@ -210,7 +215,7 @@ async fn finish(
     let cluster_status = match outcome {
         Outcome::Done => status::DONE,
         Outcome::Cancelled => status::CANCELLED,
-        Outcome::Interrupted => status::INTERRUPTED,
+        Outcome::Interrupted | Outcome::Dropped => status::INTERRUPTED,
     };
     store
         .set_broadcast_cluster_status(broadcast, cluster, cluster_status, Some(packets_sent), at)

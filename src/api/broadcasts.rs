@@ -20,7 +20,7 @@ use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::codec::Codec;
 use crate::fleet::{Endpoint, EndpointSpec};
 use crate::library::ClipRef;
-use crate::playout::{Priority, Target};
+use crate::playout::{Interruption, Priority, Target};
 use crate::store::{
     AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
 };
@@ -59,6 +59,10 @@ pub struct CreateBroadcast {
     priority: Option<String>,
     /// Times the whole playlist airs (1-100, default 1).
     repeat: Option<u32>,
+    /// When a higher priority cuts in: `restart` (default) airs it again from the start
+    /// afterwards, `resume` carries on where it stopped, `drop` gives up on that cluster.
+    #[schema(value_type = Option<String>)]
+    on_interrupt: Option<Interruption>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,6 +80,19 @@ pub struct ClusterRun {
     packets_sent: u64,
     started_at: Option<String>,
     ended_at: Option<String>,
+    /// Each time a higher priority cut in on this cluster.
+    interruptions: Vec<InterruptionView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InterruptionView {
+    at: String,
+    /// The broadcast that cut in.
+    by: String,
+    /// restart, resume or drop.
+    policy: String,
+    /// How far into the programme it was, in ms.
+    at_ms: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -85,6 +102,7 @@ pub struct Broadcast {
     status: String,
     priority: String,
     repeat: u32,
+    on_interrupt: String,
     audio_ids: Vec<String>,
     targets: Targets,
     /// Why it failed or was interrupted.
@@ -125,6 +143,7 @@ async fn create_broadcast(
             None
         }
     };
+    let on_interrupt = body.on_interrupt.unwrap_or_default();
     let repeat = body.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
         errors.push(FieldError::new(
@@ -204,6 +223,7 @@ async fn create_broadcast(
         created_at: now_rfc3339(),
         started_at: None,
         ended_at: None,
+        on_interrupt: on_interrupt.as_str().into(),
     };
     let runs: Vec<BroadcastClusterRow> = clusters
         .values()
@@ -226,6 +246,7 @@ async fn create_broadcast(
         state,
         id.clone(),
         priority,
+        on_interrupt,
         repeat,
         audio,
         clusters,
@@ -246,6 +267,7 @@ async fn prepare_and_play(
     state: AppState,
     id: String,
     priority: Priority,
+    on_interrupt: Interruption,
     repeat: u32,
     audio: Vec<AudioRow>,
     clusters: Vec<ClusterRow>,
@@ -255,7 +277,7 @@ async fn prepare_and_play(
             // It may have been cancelled while the audio was being prepared.
             match state.store.broadcast(&id).await {
                 Ok(b) if b.status == status::QUEUED => {
-                    if !state.engine.play(&id, priority, targets) {
+                    if !state.engine.play(&id, priority, on_interrupt, targets) {
                         fail(&state, &id, "the playout engine has stopped").await;
                     }
                 }
@@ -333,6 +355,7 @@ async fn build_targets(
 
 async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError> {
     let runs = state.store.broadcast_clusters(&row.id).await?;
+    let interruptions = state.store.interruptions(&row.id).await?;
     let clusters = runs
         .into_iter()
         .map(|r| ClusterRun {
@@ -344,6 +367,16 @@ async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError
             } else {
                 r.packets_sent as u64
             },
+            interruptions: interruptions
+                .iter()
+                .filter(|i| i.cluster_id == r.cluster_id)
+                .map(|i| InterruptionView {
+                    at: i.at.clone(),
+                    by: i.by_broadcast.clone(),
+                    policy: i.policy.clone(),
+                    at_ms: i.at_ms.max(0) as u64,
+                })
+                .collect(),
             id: r.cluster_id,
             name: r.cluster_name,
             area_code: r.area_code,
@@ -359,6 +392,7 @@ async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError
         status: row.status,
         priority: row.priority,
         repeat: row.repeat as u32,
+        on_interrupt: row.on_interrupt,
         detail: row.detail,
         created_at: row.created_at,
         started_at: row.started_at,

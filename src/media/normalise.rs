@@ -34,6 +34,23 @@ pub fn normalise(samples: &mut [f32], rate: u32, target: LoudnessTarget) -> Opti
     // overshoot it leaves (inter-sample peaks above the sample peaks it sees).
     let mut threshold_db = target.true_peak_dbtp;
     for _ in 0..MAX_ROUNDS {
+        let gain_db = target.integrated_lufs - now.integrated_lufs;
+        let gain = db_to_linear(gain_db);
+        for s in samples.iter_mut() {
+            *s *= gain;
+        }
+        // A plain gain moves loudness and true peak by exactly `gain_db`: when that keeps
+        // the peak under the ceiling, the result is known without measuring again
+        // (measuring true peak is the costly part of the whole pipeline).
+        let predicted_peak = now.true_peak_dbtp + gain_db;
+        if predicted_peak <= target.true_peak_dbtp {
+            return Some(Loudness {
+                integrated_lufs: target.integrated_lufs,
+                true_peak_dbtp: predicted_peak,
+            });
+        }
+        limit(samples, rate, db_to_linear(threshold_db));
+        now = measure(samples, rate)?;
         let loud_enough = (now.integrated_lufs - target.integrated_lufs).abs() <= TOLERANCE;
         let under_ceiling = now.true_peak_dbtp <= target.true_peak_dbtp + 0.05;
         if loud_enough && under_ceiling {
@@ -42,12 +59,6 @@ pub fn normalise(samples: &mut [f32], rate: u32, target: LoudnessTarget) -> Opti
         if !under_ceiling {
             threshold_db -= now.true_peak_dbtp - target.true_peak_dbtp + 0.1;
         }
-        let gain = db_to_linear(target.integrated_lufs - now.integrated_lufs);
-        for s in samples.iter_mut() {
-            *s *= gain;
-        }
-        limit(samples, rate, db_to_linear(threshold_db));
-        now = measure(samples, rate)?;
     }
     Some(now)
 }

@@ -46,12 +46,37 @@ impl Priority {
 pub type ClusterKey = Arc<str>;
 pub type BroadcastKey = Arc<str>;
 
+/// What becomes of a programme when a higher priority cuts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Interruption {
+    /// Air it again from its beginning once the higher one is over (an announcement cut
+    /// in half makes no sense).
+    #[default]
+    Restart,
+    /// Carry on from where it stopped (long programmes, relays of recordings).
+    Resume,
+    /// Give up on it on this cluster.
+    Drop,
+}
+
+impl Interruption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interruption::Restart => "restart",
+            Interruption::Resume => "resume",
+            Interruption::Drop => "drop",
+        }
+    }
+}
+
 /// Something to air on one cluster: ready-made payload frames, one per packet.
 #[derive(Debug, Clone)]
 pub struct Programme {
     pub broadcast: BroadcastKey,
     pub priority: Priority,
     pub frames: Arc<[Bytes]>,
+    pub on_interrupt: Interruption,
 }
 
 /// One payload for one cluster at this tick.
@@ -71,6 +96,8 @@ pub enum Outcome {
     Done,
     /// Cancelled before the end.
     Cancelled,
+    /// A higher priority cut in and the programme's policy was to drop it.
+    Dropped,
     /// The cluster was removed or the daemon stopped before the end.
     Interrupted,
 }
@@ -82,12 +109,14 @@ pub enum Event {
         cluster: ClusterKey,
         broadcast: BroadcastKey,
     },
-    /// A higher priority cut in; this programme will restart from its beginning once the
-    /// higher one is over.
+    /// A higher priority cut in after `at_frame` frames of this programme; `policy` says
+    /// what happens to it (restart, resume or drop).
     Preempted {
         cluster: ClusterKey,
         broadcast: BroadcastKey,
         by: BroadcastKey,
+        policy: Interruption,
+        at_frame: usize,
     },
     /// `broadcast` left `cluster` after `frames_sent` frames.
     Finished {
@@ -162,17 +191,33 @@ impl Arbiter {
                 last_sent: None,
             });
         let priority = programme.priority;
+        // Only a programme that is on air is interrupted; one still waiting just waits
+        // longer behind the newcomer.
         if let Some(head) = state.queue.first_mut()
             && head.programme.priority < priority
             && head.position > 0
         {
+            let policy = head.programme.on_interrupt;
             events.push(Event::Preempted {
-                cluster,
+                cluster: cluster.clone(),
                 broadcast: head.programme.broadcast.clone(),
                 by: programme.broadcast.clone(),
+                policy,
+                at_frame: head.position,
             });
-            // Restart policy: an interrupted announcement airs again from its start.
-            head.position = 0;
+            match policy {
+                Interruption::Restart => head.position = 0,
+                Interruption::Resume => {}
+                Interruption::Drop => {
+                    let dropped = state.queue.remove(0);
+                    events.push(Event::Finished {
+                        cluster,
+                        broadcast: dropped.programme.broadcast,
+                        outcome: Outcome::Dropped,
+                        frames_sent: dropped.sent,
+                    });
+                }
+            }
         }
         let at = state
             .queue
@@ -325,7 +370,129 @@ mod tests {
                 .map(|i| Bytes::from(format!("{id}{i}")))
                 .collect::<Vec<_>>()
                 .into(),
+            on_interrupt: Interruption::Restart,
         }
+    }
+
+    fn with_policy(mut p: Programme, policy: Interruption) -> Programme {
+        p.on_interrupt = policy;
+        p
+    }
+
+    /// Airs `low` (5 frames) for 2 ticks, then `hi` (2 frames) arrives: what airs after.
+    fn preempt(policy: Interruption) -> (Vec<String>, Vec<Event>) {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        let low = with_policy(programme("low", Priority::Scheduled, 5), policy);
+        a.enqueue("c".into(), 1, 0, low, &mut ev);
+        let (mut frames, _) = run(&mut a, 0..2);
+        a.enqueue(
+            "c".into(),
+            1,
+            2,
+            programme("hi", Priority::Emergency, 2),
+            &mut ev,
+        );
+        let (more, events) = run(&mut a, 2..20);
+        frames.extend(more);
+        ev.extend(events);
+        (payloads(&frames), ev)
+    }
+
+    #[test]
+    fn an_interrupted_programme_with_resume_carries_on_where_it_stopped() {
+        let (aired, events) = preempt(Interruption::Resume);
+        assert_eq!(
+            aired,
+            ["low0", "low1", "hi0", "hi1", "low2", "low3", "low4"]
+        );
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Preempted {
+                policy: Interruption::Resume,
+                at_frame: 2,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn an_interrupted_programme_with_restart_airs_again_from_the_beginning() {
+        let (aired, _) = preempt(Interruption::Restart);
+        assert_eq!(
+            aired,
+            [
+                "low0", "low1", "hi0", "hi1", "low0", "low1", "low2", "low3", "low4"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_programme_with_drop_is_finished_as_dropped() {
+        let (aired, events) = preempt(Interruption::Drop);
+        assert_eq!(aired, ["low0", "low1", "hi0", "hi1"]);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Finished { broadcast, outcome: Outcome::Dropped, frames_sent: 2, .. }
+                if &**broadcast == "low"
+        )));
+    }
+
+    #[test]
+    fn a_waiting_programme_is_not_interrupted_by_a_higher_one_arriving() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        a.enqueue(
+            "c".into(),
+            1,
+            0,
+            programme("first", Priority::Scheduled, 3),
+            &mut ev,
+        );
+        a.enqueue(
+            "c".into(),
+            1,
+            0,
+            programme("second", Priority::Scheduled, 1),
+            &mut ev,
+        );
+        run(&mut a, 0..1);
+        a.enqueue(
+            "c".into(),
+            1,
+            1,
+            programme("hi", Priority::Live, 1),
+            &mut ev,
+        );
+        let preempted: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Preempted { broadcast, .. } => Some(broadcast.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            preempted,
+            ["first"],
+            "only the programme on air is interrupted"
+        );
+    }
+
+    #[test]
+    fn the_five_priorities_order_emergency_live_priority_scheduled_background() {
+        let mut a = Arbiter::new();
+        let mut ev = Vec::new();
+        for (id, p) in [
+            ("bg", Priority::Background),
+            ("sc", Priority::Scheduled),
+            ("pr", Priority::Priority),
+            ("li", Priority::Live),
+            ("em", Priority::Emergency),
+        ] {
+            a.enqueue("c".into(), 1, 0, programme(id, p, 1), &mut ev);
+        }
+        let (frames, _) = run(&mut a, 0..5);
+        assert_eq!(payloads(&frames), ["em0", "li0", "pr0", "sc0", "bg0"]);
     }
 
     fn run(arbiter: &mut Arbiter, ticks: std::ops::Range<u64>) -> (Vec<Frame>, Vec<Event>) {

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
-pub use arbiter::{Outcome, Priority};
+pub use arbiter::{Interruption, Outcome, Priority};
 
 use crate::codec::Codec;
 
@@ -33,6 +33,7 @@ pub(crate) enum Command {
     Play {
         broadcast: String,
         priority: Priority,
+        on_interrupt: Interruption,
         targets: Vec<Target>,
     },
     Cancel {
@@ -56,6 +57,10 @@ pub enum EngineEvent {
         broadcast: String,
         cluster: String,
         by: String,
+        policy: Interruption,
+        /// How far into the programme it was cut, in ms of audio.
+        at_ms: u64,
+        at: String,
     },
     Finished {
         broadcast: String,
@@ -103,12 +108,20 @@ impl Engine {
         })
     }
 
-    /// Airs `targets` (each with its frames) at `priority` from the next tick.
-    pub fn play(&self, broadcast: &str, priority: Priority, targets: Vec<Target>) -> bool {
+    /// Airs `targets` (each with its frames) at `priority` from the next tick; if a higher
+    /// priority cuts in, `on_interrupt` says what becomes of it.
+    pub fn play(
+        &self,
+        broadcast: &str,
+        priority: Priority,
+        on_interrupt: Interruption,
+        targets: Vec<Target>,
+    ) -> bool {
         self.commands
             .send(Command::Play {
                 broadcast: broadcast.to_string(),
                 priority,
+                on_interrupt,
                 targets,
             })
             .is_ok()

@@ -162,6 +162,7 @@ impl Pacer {
             Command::Play {
                 broadcast,
                 priority,
+                on_interrupt,
                 targets,
             } => {
                 if self.cancelled.contains(&broadcast) {
@@ -181,6 +182,7 @@ impl Pacer {
                             broadcast: broadcast.clone(),
                             priority,
                             frames: target.frames.clone(),
+                            on_interrupt,
                         },
                         events,
                     );
@@ -270,10 +272,16 @@ impl Pacer {
                     cluster,
                     broadcast,
                     by,
+                    policy,
+                    at_frame,
                 } => EngineEvent::Preempted {
+                    at_ms: at_frame as u64
+                        * u64::from(self.targets.get(&cluster).map_or(0, |t| t.ptime_ms)),
                     broadcast: broadcast.to_string(),
                     cluster: cluster.to_string(),
                     by: by.to_string(),
+                    policy,
+                    at: now_rfc3339(),
                 },
                 Event::Finished {
                     cluster,

@@ -89,6 +89,18 @@ pub struct BroadcastRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    pub on_interrupt: String,
+}
+
+/// A higher priority cut into a broadcast on one cluster.
+#[derive(Debug, Clone, FromRow)]
+pub struct InterruptionRow {
+    pub broadcast_id: String,
+    pub cluster_id: String,
+    pub at: String,
+    pub by_broadcast: String,
+    pub policy: String,
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -388,8 +400,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO broadcasts (id, status, priority, repeat, audio_ids, targets, detail,
-                                     created_at, started_at, ended_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     created_at, started_at, ended_at, on_interrupt)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.id)
         .bind(&b.status)
@@ -401,6 +413,7 @@ impl Store {
         .bind(&b.created_at)
         .bind(&b.started_at)
         .bind(&b.ended_at)
+        .bind(&b.on_interrupt)
         .execute(&mut *tx)
         .await?;
         for c in clusters {
@@ -472,6 +485,43 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    pub async fn insert_interruption(
+        &self,
+        broadcast_id: &str,
+        cluster_id: &str,
+        at: &str,
+        by: &str,
+        policy: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO broadcast_interruptions
+                 (broadcast_id, cluster_id, at, by_broadcast, policy, at_ms)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(broadcast_id)
+        .bind(cluster_id)
+        .bind(at)
+        .bind(by)
+        .bind(policy)
+        .bind(at_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn interruptions(
+        &self,
+        broadcast_id: &str,
+    ) -> Result<Vec<InterruptionRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM broadcast_interruptions WHERE broadcast_id = ? ORDER BY at, cluster_id",
+        )
+        .bind(broadcast_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Moves a broadcast to `status` unless it is already final; returns whether it moved.
