@@ -239,3 +239,69 @@ async fn sigterm_ends_streams_with_bye_exits_0_and_the_broadcast_shows_interrupt
     assert_eq!(b["clusters"][0]["status"], "interrupted");
     assert!(b["clusters"][0]["packets_sent"].as_u64().unwrap() > 0);
 }
+
+/// An RTCP receiver report (RFC 3550 §6.4.2) from `reporter` about `media_ssrc`.
+fn receiver_report(
+    media_ssrc: u32,
+    fraction_lost: u8,
+    cumulative_lost: u32,
+    jitter: u32,
+) -> Vec<u8> {
+    let mut p = vec![0x81, 201, 0, 7];
+    p.extend(0x5EED_u32.to_be_bytes());
+    p.extend(media_ssrc.to_be_bytes());
+    p.push(fraction_lost);
+    p.extend(&cumulative_lost.to_be_bytes()[1..]);
+    p.extend(0u32.to_be_bytes());
+    p.extend(jitter.to_be_bytes());
+    p.extend([0u8; 8]);
+    p
+}
+
+#[tokio::test]
+async fn receiver_reports_sent_back_to_our_rtcp_port_show_on_the_cluster() {
+    let app = spawn_app().await;
+    let rx = Receiver::bind();
+    app.create_area("xa-a", None).await;
+    let cluster = app.create_cluster("xa-a", "pcmu", rx.addr()).await;
+    let audio = app
+        .upload_ok(&fixture("announce-vi-48k-24bit-stereo.wav"))
+        .await;
+    app.broadcast(audio["id"].as_str().unwrap(), &[&cluster])
+        .await;
+
+    // The first sender report tells the receiver our SSRC and where RTCP comes from.
+    let mut buf = [0u8; 1500];
+    let (n, controller_rtcp) = rx.rtcp.recv_from(&mut buf).expect("a sender report");
+    assert_eq!(buf[1], 200);
+    let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    assert!(n >= 28);
+
+    // Hostile datagrams first: dropped, and the daemon carries on.
+    for junk in [
+        &b"\x00\x01garbage"[..],
+        &[0x81, 201, 0xFF, 0xFF, 0, 0, 0, 0],
+        &[0u8; 1400],
+    ] {
+        rx.rtcp.send_to(junk, controller_rtcp).unwrap();
+    }
+    // 25% loss since the last report, 12 lost in all, jitter 160 ticks = 20 ms at 8 kHz.
+    rx.rtcp
+        .send_to(&receiver_report(ssrc, 64, 12, 160), controller_rtcp)
+        .unwrap();
+
+    let mut reception = serde_json::Value::Null;
+    for _ in 0..40 {
+        let c = app.json_ok(&format!("/api/v1/clusters/{cluster}")).await;
+        if c["reception"].is_object() {
+            reception = c["reception"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reception["loss_pct"], 25.0, "{reception}");
+    assert_eq!(reception["cumulative_lost"], 12);
+    assert_eq!(reception["jitter_ms"], 20.0);
+    assert_eq!(reception["reports"], 1);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}

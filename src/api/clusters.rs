@@ -59,6 +59,33 @@ pub struct Cluster {
     created_at: String,
     /// Where to fetch the SDP of this cluster's stream.
     sdp_url: String,
+    /// The latest RTCP receiver report from this cluster, if it sent any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reception: Option<ReceptionView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReceptionView {
+    /// Loss since the receiver's previous report, percent.
+    loss_pct: f64,
+    cumulative_lost: u32,
+    jitter_ms: f64,
+    reports: u64,
+    at: String,
+}
+
+impl Cluster {
+    fn with_reception(mut self, state: &AppState) -> Self {
+        self.reception = state.engine.reception(&self.id).map(|r| ReceptionView {
+            loss_pct: (r.loss_pct * 100.0).round() / 100.0,
+            cumulative_lost: r.cumulative_lost,
+            jitter_ms: (r.jitter_ms * 100.0).round() / 100.0,
+            reports: r.reports,
+            at: chrono::DateTime::<chrono::Utc>::from(r.at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        self
+    }
 }
 
 impl Cluster {
@@ -75,6 +102,7 @@ impl Cluster {
             endpoint: spec,
             enabled: r.enabled,
             created_at: r.created_at,
+            reception: None,
         })
     }
 }
@@ -185,7 +213,7 @@ async fn list_clusters(
         None => state.store.clusters().await?,
     };
     rows.into_iter()
-        .map(Cluster::from_row)
+        .map(|r| Cluster::from_row(r).map(|c| c.with_reception(&state)))
         .collect::<Result<_, _>>()
         .map(Json)
 }
@@ -205,7 +233,7 @@ async fn get_cluster(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Cluster>, ApiError> {
-    Cluster::from_row(find(&state, &id).await?).map(Json)
+    Cluster::from_row(find(&state, &id).await?).map(|c| Json(c.with_reception(&state)))
 }
 
 /// Removes a cluster; what it was airing stops and its stream ends with BYE.

@@ -4,6 +4,7 @@
 
 pub mod arbiter;
 pub mod pacer;
+pub mod reports;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,6 +80,7 @@ pub(crate) type Progress = Arc<Mutex<HashMap<(String, String), u64>>>;
 /// Handle to the playout engine.
 pub struct Engine {
     commands: mpsc::Sender<Command>,
+    reports: Arc<reports::Reports>,
     progress: Progress,
     running: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -94,13 +96,23 @@ impl Engine {
         let (commands, rx) = mpsc::channel();
         let progress: Progress = Arc::default();
         let running = Arc::new(AtomicBool::new(true));
-        let pacer = pacer::Pacer::bind(settings, rx, events, progress.clone(), running.clone())?;
+        let reports = Arc::new(reports::Reports::default());
+        let pacer = pacer::Pacer::bind(
+            settings,
+            rx,
+            events,
+            progress.clone(),
+            running.clone(),
+            reports.clone(),
+        )?;
         let rtp_addr = pacer.rtp_local_addr()?;
+        reports::spawn(pacer.rtcp_socket()?, reports.clone(), running.clone())?;
         let thread = std::thread::Builder::new()
             .name("loaxa-pacer".into())
             .spawn(move || pacer.run())?;
         Ok(Self {
             commands,
+            reports,
             progress,
             running,
             thread: Mutex::new(Some(thread)),
@@ -151,6 +163,16 @@ impl Engine {
         progress
             .get(&(broadcast.to_string(), cluster.to_string()))
             .copied()
+    }
+
+    /// The latest receiver report about `cluster`'s stream.
+    pub fn reception(&self, cluster: &str) -> Option<reports::Reception> {
+        self.reports.reception(cluster)
+    }
+
+    /// Datagrams on the RTCP port dropped as malformed.
+    pub fn rtcp_malformed(&self) -> u64 {
+        self.reports.malformed()
     }
 
     /// The pacer thread is alive.

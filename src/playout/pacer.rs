@@ -13,6 +13,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::arbiter::{Arbiter, ClusterKey, Event, Frame, Programme};
+use super::reports::Reports;
 use super::{Command, EngineEvent, Progress, Target};
 use crate::codec::Codec;
 use crate::rtp::{RtpSession, ntp_timestamp, rtcp};
@@ -60,6 +61,7 @@ pub(crate) struct Pacer {
     events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
     progress: Progress,
     running: Arc<AtomicBool>,
+    reports: Arc<Reports>,
     arbiter: Arbiter,
     /// Where each queued cluster's stream goes; created on enqueue, dropped on idle.
     targets: HashMap<ClusterKey, Target>,
@@ -76,6 +78,7 @@ impl Pacer {
         events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
         progress: Progress,
         running: Arc<AtomicBool>,
+        reports: Arc<Reports>,
     ) -> std::io::Result<Self> {
         let rtp = UdpSocket::bind(settings.rtp_bind)?;
         let rtcp = UdpSocket::bind(settings.rtcp_bind)?;
@@ -87,6 +90,7 @@ impl Pacer {
             events,
             progress,
             running,
+            reports,
             arbiter: Arbiter::new(),
             targets: HashMap::new(),
             links: HashMap::new(),
@@ -97,6 +101,11 @@ impl Pacer {
 
     pub(crate) fn rtp_local_addr(&self) -> std::io::Result<SocketAddr> {
         self.rtp.local_addr()
+    }
+
+    /// A handle on the RTCP socket for the thread that reads receiver reports.
+    pub(crate) fn rtcp_socket(&self) -> std::io::Result<UdpSocket> {
+        self.rtcp.try_clone()
     }
 
     pub(crate) fn run(mut self) {
@@ -196,7 +205,12 @@ impl Pacer {
                 }
                 self.cancelled.push_back(broadcast);
             }
-            Command::RemoveCluster { cluster } => self.arbiter.remove_cluster(&cluster, events),
+            Command::RemoveCluster { cluster } => {
+                self.arbiter.remove_cluster(&cluster, events);
+                if let Ok(mut ssrcs) = self.reports.ssrcs.lock() {
+                    ssrcs.remove_cluster(&cluster);
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -205,11 +219,20 @@ impl Pacer {
         let Some(target) = self.targets.get(&frame.cluster) else {
             return;
         };
+        let reports = &self.reports;
         let link = self.links.entry(frame.cluster.clone()).or_insert_with(|| {
             let mut rng = rand::rng();
             let destination = target.destination;
+            let session = RtpSession::new(target.codec.payload_type(), &mut rng);
+            if let Ok(mut ssrcs) = reports.ssrcs.lock() {
+                ssrcs.insert(
+                    session.ssrc(),
+                    frame.cluster.clone(),
+                    target.codec.clock_rate(),
+                );
+            }
             Link {
-                session: RtpSession::new(target.codec.payload_type(), &mut rng),
+                session,
                 destination,
                 rtcp_destination: SocketAddr::new(
                     destination.ip(),

@@ -1,0 +1,181 @@
+//! Receiver reports: a thread reads the controller's RTCP port, parses what receivers
+//! say about our streams (loss, jitter) and keeps the latest per cluster for the health
+//! model. Hostile or malformed datagrams are dropped and counted, never fatal.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::rtp::rtcp;
+
+/// The latest reception report about one cluster's stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reception {
+    /// Loss since the receiver's previous report, in percent.
+    pub loss_pct: f64,
+    /// Packets lost since the stream began.
+    pub cumulative_lost: u32,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: f64,
+    /// Reports received for this cluster since the daemon started.
+    pub reports: u64,
+    pub at: SystemTime,
+}
+
+/// Which cluster (and RTP clock rate) each of our SSRCs belongs to.
+#[derive(Default)]
+pub(crate) struct SsrcMap {
+    by_ssrc: HashMap<u32, (Arc<str>, u32)>,
+}
+
+impl SsrcMap {
+    pub(crate) fn insert(&mut self, ssrc: u32, cluster: Arc<str>, clock_rate: u32) {
+        // One live session per cluster: forget its previous SSRC so the map stays bounded.
+        self.by_ssrc.retain(|_, (c, _)| *c != cluster);
+        self.by_ssrc.insert(ssrc, (cluster, clock_rate));
+    }
+
+    pub(crate) fn remove_cluster(&mut self, cluster: &str) {
+        self.by_ssrc.retain(|_, (c, _)| &**c != cluster);
+    }
+}
+
+/// Shared between the report thread, the pacer and the API.
+#[derive(Default)]
+pub struct Reports {
+    pub(crate) ssrcs: Mutex<SsrcMap>,
+    latest: Mutex<HashMap<String, Reception>>,
+    malformed: AtomicU64,
+    unknown_ssrc: AtomicU64,
+}
+
+impl Reports {
+    pub fn reception(&self, cluster: &str) -> Option<Reception> {
+        self.latest.lock().ok()?.get(cluster).copied()
+    }
+
+    /// Datagrams on the RTCP port that were not valid RTCP reports.
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Report blocks about SSRCs that are none of ours.
+    pub fn unknown_ssrc(&self) -> u64 {
+        self.unknown_ssrc.load(Ordering::Relaxed)
+    }
+
+    /// Takes one datagram that arrived at `at`.
+    pub(crate) fn handle(&self, datagram: &[u8], at: SystemTime) {
+        let blocks = match rtcp::parse_reports(datagram) {
+            Ok(b) => b,
+            Err(e) => {
+                self.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "dropped an RTCP datagram");
+                return;
+            }
+        };
+        let Ok(ssrcs) = self.ssrcs.lock() else {
+            return;
+        };
+        let Ok(mut latest) = self.latest.lock() else {
+            return;
+        };
+        for block in blocks {
+            let Some((cluster, clock_rate)) = ssrcs.by_ssrc.get(&block.media_ssrc) else {
+                self.unknown_ssrc.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let reports = latest.get(&**cluster).map_or(0, |r| r.reports) + 1;
+            latest.insert(
+                cluster.to_string(),
+                Reception {
+                    loss_pct: block.fraction_lost * 100.0,
+                    cumulative_lost: block.cumulative_lost,
+                    jitter_ms: f64::from(block.jitter) * 1000.0 / f64::from((*clock_rate).max(1)),
+                    reports,
+                    at,
+                },
+            );
+        }
+    }
+}
+
+/// Reads `socket` until `running` turns false.
+pub(crate) fn spawn(
+    socket: UdpSocket,
+    reports: Arc<Reports>,
+    running: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Wake up now and then to notice shutdown.
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    std::thread::Builder::new()
+        .name("loaxa-rtcp".into())
+        .spawn(move || {
+            let mut buf = [0u8; 1500];
+            while running.load(Ordering::Acquire) {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, _from)) => reports.handle(&buf[..n], SystemTime::now()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    // ICMP errors from earlier sends surface here on Linux; not fatal.
+                    Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rr(media_ssrc: u32, fraction_lost: u8, jitter: u32) -> Vec<u8> {
+        // Version 2, RC=1, PT=201, length 7 words; reporter SSRC; one report block.
+        let mut p = vec![0x81, 201, 0, 7];
+        p.extend(0xBEEFu32.to_be_bytes());
+        p.extend(media_ssrc.to_be_bytes());
+        p.push(fraction_lost);
+        p.extend([0, 0, 3]); // cumulative lost 3
+        p.extend(1000u32.to_be_bytes()); // highest sequence
+        p.extend(jitter.to_be_bytes());
+        p.extend([0; 8]); // LSR, DLSR
+        p
+    }
+
+    #[test]
+    fn a_report_on_our_ssrc_lands_on_its_cluster_in_milliseconds() {
+        let reports = Reports::default();
+        reports.ssrcs.lock().unwrap().insert(7, "c1".into(), 8000);
+        reports.handle(&rr(7, 128, 80), SystemTime::UNIX_EPOCH);
+        let r = reports.reception("c1").unwrap();
+        assert!((r.loss_pct - 50.0).abs() < 1e-9);
+        assert_eq!(r.cumulative_lost, 3);
+        assert!((r.jitter_ms - 10.0).abs() < 1e-9);
+        assert_eq!(r.reports, 1);
+    }
+
+    #[test]
+    fn garbage_and_strangers_are_counted_not_stored() {
+        let reports = Reports::default();
+        reports.ssrcs.lock().unwrap().insert(7, "c1".into(), 8000);
+        reports.handle(b"hello", SystemTime::UNIX_EPOCH);
+        reports.handle(&rr(99, 0, 0), SystemTime::UNIX_EPOCH);
+        assert_eq!(reports.malformed(), 1);
+        assert_eq!(reports.unknown_ssrc(), 1);
+        assert!(reports.reception("c1").is_none());
+    }
+
+    #[test]
+    fn a_new_session_replaces_the_clusters_old_ssrc() {
+        let mut map = SsrcMap::default();
+        map.insert(1, "c".into(), 8000);
+        map.insert(2, "c".into(), 8000);
+        assert_eq!(map.by_ssrc.len(), 1);
+        map.remove_cluster("c");
+        assert!(map.by_ssrc.is_empty());
+    }
+}
