@@ -305,3 +305,44 @@ async fn receiver_reports_sent_back_to_our_rtcp_port_show_on_the_cluster() {
     assert_eq!(reception["reports"], 1);
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_dead_cluster_does_not_delay_or_stop_the_others() {
+    let app = spawn_app().await;
+    app.create_area("xa-a", None).await;
+    // A port nobody listens on: the kernel answers with ICMP port unreachable.
+    let dead = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let rx = Receiver::bind();
+    let dead_cluster = app.create_cluster("xa-a", "pcmu", dead).await;
+    let live_cluster = app.create_cluster("xa-a", "pcmu", rx.addr()).await;
+    let audio = app
+        .upload_ok(&fixture("announce-vi-48k-24bit-stereo.wav"))
+        .await;
+    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(10)));
+    let id = app
+        .broadcast(
+            audio["id"].as_str().unwrap(),
+            &[&dead_cluster, &live_cluster],
+        )
+        .await;
+    let (rtp, _) = tokio::task::spawn_blocking(move || receiving.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rtp.len(), 100, "the live cluster got every packet");
+    let t0 = rtp[0].at;
+    let worst = rtp
+        .iter()
+        .enumerate()
+        .map(|(k, d)| (d.at.duration_since(t0).as_secs_f64() * 1000.0 - 20.0 * k as f64).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 20.0, "worst deviation {worst:.1} ms");
+    let b = app.wait_status(&id, "done", Duration::from_secs(5)).await;
+    assert_eq!(b["status"], "done", "{b}");
+    let c = app
+        .json_ok(&format!("/api/v1/clusters/{live_cluster}"))
+        .await;
+    assert_eq!(c["send_errors"]["refused"], 0);
+}

@@ -62,6 +62,17 @@ pub struct Cluster {
     /// The latest RTCP receiver report from this cluster, if it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     reception: Option<ReceptionView>,
+    /// Datagrams to this cluster the network stack refused since the daemon started.
+    send_errors: SendErrorsView,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct SendErrorsView {
+    /// Dropped because the socket buffer was full.
+    would_block: u64,
+    /// Refused or unreachable destination.
+    refused: u64,
+    other: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,6 +87,12 @@ pub struct ReceptionView {
 
 impl Cluster {
     fn with_reception(mut self, state: &AppState) -> Self {
+        let e = state.engine.send_errors(&self.id);
+        self.send_errors = SendErrorsView {
+            would_block: e.would_block,
+            refused: e.refused,
+            other: e.other,
+        };
         self.reception = state.engine.reception(&self.id).map(|r| ReceptionView {
             loss_pct: (r.loss_pct * 100.0).round() / 100.0,
             cumulative_lost: r.cumulative_lost,
@@ -103,6 +120,7 @@ impl Cluster {
             enabled: r.enabled,
             created_at: r.created_at,
             reception: None,
+            send_errors: SendErrorsView::default(),
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod arbiter;
 pub mod pacer;
 pub mod reports;
+pub mod sender;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -168,6 +169,11 @@ impl Engine {
     /// The latest receiver report about `cluster`'s stream.
     pub fn reception(&self, cluster: &str) -> Option<reports::Reception> {
         self.reports.reception(cluster)
+    }
+
+    /// Send failures counted for `cluster`.
+    pub fn send_errors(&self, cluster: &str) -> reports::SendErrors {
+        self.reports.send_errors(cluster)
     }
 
     /// Datagrams on the RTCP port dropped as malformed.

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+
 use super::arbiter::{Arbiter, ClusterKey, Event, Frame, Programme};
 use super::reports::Reports;
+use super::sender::{Datagram, SendOutcome, Sender};
 use super::{Command, EngineEvent, Progress, Target};
 use crate::codec::Codec;
 use crate::rtp::{RtpSession, ntp_timestamp, rtcp};
@@ -55,7 +58,13 @@ struct Link {
 
 pub(crate) struct Pacer {
     settings: Settings,
-    rtp: UdpSocket,
+    sender: Sender,
+    /// This tick's datagrams, and what became of each.
+    batch: Vec<Datagram>,
+    batch_clusters: Vec<ClusterKey>,
+    outcomes: Vec<SendOutcome>,
+    /// Sender reports due this tick, sent after the RTP batch.
+    reports_due: Vec<(Bytes, SocketAddr)>,
     rtcp: UdpSocket,
     commands: mpsc::Receiver<Command>,
     events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
@@ -80,11 +89,15 @@ impl Pacer {
         running: Arc<AtomicBool>,
         reports: Arc<Reports>,
     ) -> std::io::Result<Self> {
-        let rtp = UdpSocket::bind(settings.rtp_bind)?;
+        let sender = Sender::bind(settings.rtp_bind)?;
         let rtcp = UdpSocket::bind(settings.rtcp_bind)?;
         Ok(Self {
             settings,
-            rtp,
+            sender,
+            batch: Vec::new(),
+            batch_clusters: Vec::new(),
+            outcomes: Vec::new(),
+            reports_due: Vec::new(),
             rtcp,
             commands,
             events,
@@ -100,7 +113,7 @@ impl Pacer {
     }
 
     pub(crate) fn rtp_local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.rtp.local_addr()
+        self.sender.local_addr()
     }
 
     /// A handle on the RTCP socket for the thread that reads receiver reports.
@@ -152,6 +165,7 @@ impl Pacer {
             for frame in frames.drain(..) {
                 self.send(frame, wall);
             }
+            self.flush();
             self.forward(&mut events, k);
             if k.is_multiple_of(PROGRESS_EVERY_TICKS) {
                 self.publish_progress();
@@ -247,16 +261,15 @@ impl Pacer {
         });
         let step = link.codec.timestamp_step(link.ptime_ms);
         let rtp_time = link.session.next_timestamp();
-        match link.session.packetize(frame.payload, step, frame.marker) {
-            Ok(packet) => {
-                if let Err(e) = self.rtp.send_to(&packet, link.destination) {
-                    tracing::debug!(cluster = %frame.cluster, error = %e, "RTP send failed");
-                }
-            }
-            Err(e) => {
-                tracing::error!(cluster = %frame.cluster, error = %e, "RTP packet build failed")
-            }
-        }
+        let header = link
+            .session
+            .next_header(frame.payload.len(), step, frame.marker);
+        self.batch.push(Datagram {
+            header,
+            payload: frame.payload,
+            destination: link.destination,
+        });
+        self.batch_clusters.push(frame.cluster);
         let now = Instant::now();
         if now >= link.next_report {
             link.next_report = now + SENDER_REPORT_INTERVAL;
@@ -265,10 +278,29 @@ impl Pacer {
                     .unwrap_or_default(),
             );
             match rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname) {
-                Ok(report) => {
-                    let _ = self.rtcp.send_to(&report, link.rtcp_destination);
-                }
+                Ok(report) => self.reports_due.push((report, link.rtcp_destination)),
                 Err(e) => tracing::error!(error = %e, "RTCP report build failed"),
+            }
+        }
+    }
+
+    /// Sends this tick's batch in as few system calls as the platform allows, counts the
+    /// failures per cluster (one dead destination never holds up the others), then sends
+    /// the sender reports that fell due.
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            self.sender.send_batch(&self.batch, &mut self.outcomes);
+            for (outcome, cluster) in self.outcomes.iter().zip(&self.batch_clusters) {
+                if *outcome != SendOutcome::Sent {
+                    self.reports.count_send_error(cluster, *outcome);
+                }
+            }
+            self.batch.clear();
+            self.batch_clusters.clear();
+        }
+        for (report, to) in self.reports_due.drain(..) {
+            if let Err(e) = self.rtcp.send_to(&report, to) {
+                tracing::debug!(error = %e, %to, "RTCP send failed");
             }
         }
     }

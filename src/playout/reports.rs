@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::sender::SendOutcome;
 use crate::rtp::rtcp;
 
 /// The latest reception report about one cluster's stream.
@@ -49,11 +50,45 @@ pub struct Reports {
     latest: Mutex<HashMap<String, Reception>>,
     malformed: AtomicU64,
     unknown_ssrc: AtomicU64,
+    send_errors: Mutex<HashMap<String, SendErrors>>,
+}
+
+/// Datagrams to one cluster that could not be handed to the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendErrors {
+    /// The socket buffer was full: the datagram was dropped rather than wait.
+    pub would_block: u64,
+    /// The destination is refused (permissions, a broadcast address) or unreachable.
+    pub refused: u64,
+    /// Anything else (no buffers, bad address).
+    pub other: u64,
 }
 
 impl Reports {
     pub fn reception(&self, cluster: &str) -> Option<Reception> {
         self.latest.lock().ok()?.get(cluster).copied()
+    }
+
+    /// Send failures counted for `cluster` since the daemon started.
+    pub fn send_errors(&self, cluster: &str) -> SendErrors {
+        self.send_errors
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster).copied())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn count_send_error(&self, cluster: &str, outcome: SendOutcome) {
+        let Ok(mut map) = self.send_errors.lock() else {
+            return;
+        };
+        let entry = map.entry(cluster.to_string()).or_default();
+        match outcome {
+            SendOutcome::Sent => {}
+            SendOutcome::WouldBlock => entry.would_block += 1,
+            SendOutcome::Unreachable | SendOutcome::NotPermitted => entry.refused += 1,
+            SendOutcome::NoBuffers | SendOutcome::Other(_) => entry.other += 1,
+        }
     }
 
     /// Datagrams on the RTCP port that were not valid RTCP reports.

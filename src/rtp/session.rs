@@ -94,6 +94,28 @@ impl RtpSession {
         Ok(wire)
     }
 
+    /// The 12-byte header of the next packet (version 2, no padding, extension or CSRC),
+    /// for senders that pair it with a payload shared between clusters; then advances as
+    /// [`RtpSession::packetize`] does.
+    pub fn next_header(
+        &mut self,
+        payload_len: usize,
+        timestamp_step: u32,
+        marker: bool,
+    ) -> [u8; 12] {
+        let mut h = [0u8; 12];
+        h[0] = 0x80;
+        h[1] = (u8::from(marker) << 7) | (self.payload_type & 0x7F);
+        h[2..4].copy_from_slice(&self.next_sequence.to_be_bytes());
+        h[4..8].copy_from_slice(&self.next_timestamp.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.next_timestamp = self.next_timestamp.wrapping_add(timestamp_step);
+        self.packets_sent = self.packets_sent.wrapping_add(1);
+        self.octets_sent = self.octets_sent.wrapping_add(payload_len as u32);
+        h
+    }
+
     /// Skips `timestamp_step` of media time without sending, so the timestamp keeps
     /// following the media clock across a gap (the receiver sees silence, not a jump).
     pub fn skip(&mut self, timestamp_step: u32) {
@@ -147,6 +169,23 @@ mod tests {
         assert_eq!(b.header.sequence_number, 0);
         assert_eq!(a.header.timestamp, u32::MAX - 100);
         assert_eq!(b.header.timestamp, 59);
+    }
+
+    #[test]
+    fn the_bare_header_is_byte_for_byte_what_the_rtp_crate_builds() {
+        let mut a = RtpSession::with_initial(96, 0x0102_0304, u16::MAX, u32::MAX - 10);
+        let mut b = a.clone();
+        for marker in [true, false, false] {
+            let whole = a
+                .packetize(Bytes::from_static(&[9; 60]), 960, marker)
+                .unwrap();
+            let header = b.next_header(60, 960, marker);
+            assert_eq!(&whole[..12], &header[..]);
+        }
+        assert_eq!(
+            (a.packets_sent(), a.octets_sent()),
+            (b.packets_sent(), b.octets_sent())
+        );
     }
 
     #[test]
