@@ -64,6 +64,8 @@ pub struct RtpConfig {
     pub port: u16,
     /// Opus bitrate in kb/s (mono speech over 4G links).
     pub opus_bitrate_kbps: u32,
+    /// Interface multicast streams leave by; 0.0.0.0 lets the kernel choose.
+    pub multicast_interface: std::net::Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -134,6 +136,7 @@ impl Default for RtpConfig {
             ptime_ms: 20,
             port: 5004,
             opus_bitrate_kbps: 24,
+            multicast_interface: std::net::Ipv4Addr::UNSPECIFIED,
         }
     }
 }

@@ -68,6 +68,7 @@ pub async fn run(
                 rtp_bind: SocketAddr::from(([0, 0, 0, 0], port)),
                 rtcp_bind: SocketAddr::from(([0, 0, 0, 0], if port == 0 { 0 } else { port + 1 })),
                 cname: format!("loaxa@{}", hostname()),
+                multicast_interface: config.rtp.multicast_interface,
             },
             events_tx,
         )

@@ -270,7 +270,11 @@ async fn receiver_reports_sent_back_to_our_rtcp_port_show_on_the_cluster() {
     app.broadcast(audio["id"].as_str().unwrap(), &[&cluster])
         .await;
 
-    // The first sender report tells the receiver our SSRC and where RTCP comes from.
+    // The first sender report tells the receiver our SSRC and where RTCP comes from. The
+    // audio is prepared first: allow for a slow, busy machine.
+    rx.rtcp
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 1500];
     let (n, controller_rtcp) = rx.rtcp.recv_from(&mut buf).expect("a sender report");
     assert_eq!(buf[1], 200);

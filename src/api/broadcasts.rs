@@ -347,6 +347,7 @@ async fn build_targets(
             destination: endpoint.rtp_destination(),
             codec,
             ptime_ms,
+            multicast_ttl: endpoint.multicast_ttl(),
             frames,
         });
     }

@@ -305,6 +305,7 @@ async fn cluster_sdp(
             destination: endpoint.rtp_destination(),
             codec: cluster.codec,
             ptime_ms: cluster.ptime_ms,
+            multicast_ttl: endpoint.multicast_ttl(),
         },
         &CodecSettings {
             opus_bitrate_bps: state.config.rtp.opus_bitrate_kbps * 1000,

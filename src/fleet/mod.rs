@@ -66,17 +66,30 @@ pub fn parse_name(s: &str, max: usize) -> Result<String, Invalid> {
 pub enum Endpoint {
     /// Straight to one receiver's address.
     Unicast { address: SocketAddr },
+    /// To a multicast group every speaker of the cluster has joined: one datagram per
+    /// packet whatever the number of speakers.
+    Multicast { group: SocketAddr, ttl: u8 },
 }
+
+/// TTL of multicast streams when none is given: the local subnet only, so a stream never
+/// leaks across routers unless someone decided it should.
+pub const DEFAULT_MULTICAST_TTL: u8 = 1;
 
 /// The endpoint as it arrives in JSON, before validation.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
-    /// `unicast` (more modes come with the playout engine).
+    /// `unicast` or `multicast` (`registered`, for clusters behind NAT, is not built yet).
     pub mode: String,
     /// For `unicast`: the receiver's `IP:PORT`; RTCP goes to PORT+1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// For `multicast`: the group's `IP:PORT` (IPv4, 224.0.1.0-239.255.255.255).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// For `multicast`: hops the stream may cross, 1-255 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
 }
 
 impl Endpoint {
@@ -96,13 +109,37 @@ impl Endpoint {
                 check_unicast(address).map_err(|e| ("endpoint.address", e))?;
                 Ok(Endpoint::Unicast { address })
             }
-            "multicast" | "registered" => Err((
+            "multicast" => {
+                let raw = spec.group.as_deref().ok_or((
+                    "endpoint.group",
+                    Invalid("is required for multicast".into()),
+                ))?;
+                let group: SocketAddr = raw.parse().map_err(|_| {
+                    (
+                        "endpoint.group",
+                        Invalid(format!("`{raw}` is not an IP:PORT address")),
+                    )
+                })?;
+                check_multicast(group).map_err(|e| ("endpoint.group", e))?;
+                let ttl = match spec.ttl {
+                    None => DEFAULT_MULTICAST_TTL,
+                    Some(t @ 1..=255) => t as u8,
+                    Some(t) => {
+                        return Err((
+                            "endpoint.ttl",
+                            Invalid(format!("{t} is not between 1 and 255")),
+                        ));
+                    }
+                };
+                Ok(Endpoint::Multicast { group, ttl })
+            }
+            "registered" => Err((
                 "endpoint.mode",
-                Invalid(format!("`{}` endpoints are not supported yet", spec.mode)),
+                Invalid("`registered` endpoints are not supported yet".into()),
             )),
             other => Err((
                 "endpoint.mode",
-                Invalid(format!("`{other}` is not one of: unicast")),
+                Invalid(format!("`{other}` is not one of: unicast, multicast")),
             )),
         }
     }
@@ -112,6 +149,14 @@ impl Endpoint {
             Endpoint::Unicast { address } => EndpointSpec {
                 mode: "unicast".into(),
                 address: Some(address.to_string()),
+                group: None,
+                ttl: None,
+            },
+            Endpoint::Multicast { group, ttl } => EndpointSpec {
+                mode: "multicast".into(),
+                address: None,
+                group: Some(group.to_string()),
+                ttl: Some(u32::from(ttl)),
             },
         }
     }
@@ -120,7 +165,30 @@ impl Endpoint {
     pub fn rtp_destination(self) -> SocketAddr {
         match self {
             Endpoint::Unicast { address } => address,
+            Endpoint::Multicast { group, .. } => group,
         }
+    }
+
+    /// The TTL of a multicast stream; `None` for unicast.
+    pub fn multicast_ttl(self) -> Option<u8> {
+        match self {
+            Endpoint::Unicast { .. } => None,
+            Endpoint::Multicast { ttl, .. } => Some(ttl),
+        }
+    }
+}
+
+fn check_multicast(group: SocketAddr) -> Result<(), Invalid> {
+    if group.port() == 0 || group.port() == u16::MAX {
+        return Err(Invalid("port must be between 1 and 65534".into()));
+    }
+    match group.ip() {
+        // 224.0.0.0/24 is reserved for routing protocols on the local link.
+        IpAddr::V4(ip) if ip.is_multicast() && ip.octets()[..3] != [224, 0, 0] => Ok(()),
+        IpAddr::V4(ip) => Err(Invalid(format!(
+            "{ip} is not a multicast group (224.0.1.0-239.255.255.255)"
+        ))),
+        IpAddr::V6(_) => Err(Invalid("IPv6 groups are not supported yet".into())),
     }
 }
 
@@ -150,7 +218,51 @@ mod tests {
         Endpoint::parse(&EndpointSpec {
             mode: "unicast".into(),
             address: Some(addr.into()),
+            group: None,
+            ttl: None,
         })
+    }
+
+    fn multicast(group: &str, ttl: Option<u32>) -> Result<Endpoint, (&'static str, Invalid)> {
+        Endpoint::parse(&EndpointSpec {
+            mode: "multicast".into(),
+            address: None,
+            group: Some(group.into()),
+            ttl,
+        })
+    }
+
+    #[test]
+    fn a_multicast_endpoint_needs_a_group_and_a_sane_ttl() {
+        assert_eq!(
+            multicast("239.1.2.3:5004", None).unwrap(),
+            Endpoint::Multicast {
+                group: "239.1.2.3:5004".parse().unwrap(),
+                ttl: 1
+            }
+        );
+        assert_eq!(
+            multicast("239.1.2.3:5004", Some(16))
+                .unwrap()
+                .multicast_ttl(),
+            Some(16)
+        );
+        for (group, ttl, field) in [
+            ("10.0.0.1:5004", None, "endpoint.group"),
+            ("224.0.0.5:5004", None, "endpoint.group"),
+            ("239.1.2.3", None, "endpoint.group"),
+            ("239.1.2.3:0", None, "endpoint.group"),
+            ("239.1.2.3:5004", Some(0), "endpoint.ttl"),
+            ("239.1.2.3:5004", Some(256), "endpoint.ttl"),
+        ] {
+            assert_eq!(
+                multicast(group, ttl).unwrap_err().0,
+                field,
+                "{group} {ttl:?}"
+            );
+        }
+        let spec = multicast("239.1.2.3:5004", Some(4)).unwrap().to_spec();
+        assert_eq!(Endpoint::parse(&spec).unwrap().multicast_ttl(), Some(4));
     }
 
     #[test]
@@ -184,6 +296,8 @@ mod tests {
         let (field, why) = Endpoint::parse(&EndpointSpec {
             mode: "carrier-pigeon".into(),
             address: None,
+            group: None,
+            ttl: None,
         })
         .unwrap_err();
         assert_eq!(field, "endpoint.mode");

@@ -26,6 +26,9 @@ pub struct Target {
     pub destination: SocketAddr,
     pub codec: Codec,
     pub ptime_ms: u32,
+    /// For a multicast group: its TTL (the group's datagrams leave from a socket set up
+    /// for it).
+    pub multicast_ttl: Option<u8>,
     /// The payload frames, already encoded for this cluster's codec and ptime; shared by
     /// every cluster with the same (codec, ptime).
     pub frames: Arc<[Bytes]>,

@@ -44,6 +44,8 @@ pub struct Settings {
     pub rtcp_bind: SocketAddr,
     /// RTCP CNAME of this controller.
     pub cname: String,
+    /// Interface multicast streams leave by (0.0.0.0: the kernel's choice).
+    pub multicast_interface: std::net::Ipv4Addr,
 }
 
 /// One cluster's live stream.
@@ -59,9 +61,13 @@ struct Link {
 pub(crate) struct Pacer {
     settings: Settings,
     sender: Sender,
+    /// One socket per multicast TTL in use, created on first need.
+    multicast: HashMap<u8, Sender>,
     /// This tick's datagrams, and what became of each.
     batch: Vec<Datagram>,
     batch_clusters: Vec<ClusterKey>,
+    /// This tick's multicast datagrams, by TTL.
+    multicast_batches: HashMap<u8, (Vec<Datagram>, Vec<ClusterKey>)>,
     outcomes: Vec<SendOutcome>,
     /// Sender reports due this tick, sent after the RTP batch.
     reports_due: Vec<(Bytes, SocketAddr)>,
@@ -94,8 +100,10 @@ impl Pacer {
         Ok(Self {
             settings,
             sender,
+            multicast: HashMap::new(),
             batch: Vec::new(),
             batch_clusters: Vec::new(),
+            multicast_batches: HashMap::new(),
             outcomes: Vec::new(),
             reports_due: Vec::new(),
             rtcp,
@@ -264,12 +272,22 @@ impl Pacer {
         let header = link
             .session
             .next_header(frame.payload.len(), step, frame.marker);
-        self.batch.push(Datagram {
+        let datagram = Datagram {
             header,
             payload: frame.payload,
             destination: link.destination,
-        });
-        self.batch_clusters.push(frame.cluster);
+        };
+        match target.multicast_ttl {
+            None => {
+                self.batch.push(datagram);
+                self.batch_clusters.push(frame.cluster);
+            }
+            Some(ttl) => {
+                let (batch, clusters) = self.multicast_batches.entry(ttl).or_default();
+                batch.push(datagram);
+                clusters.push(frame.cluster);
+            }
+        }
         let now = Instant::now();
         if now >= link.next_report {
             link.next_report = now + SENDER_REPORT_INTERVAL;
@@ -297,6 +315,37 @@ impl Pacer {
             }
             self.batch.clear();
             self.batch_clusters.clear();
+        }
+        for (ttl, (batch, clusters)) in &mut self.multicast_batches {
+            if batch.is_empty() {
+                continue;
+            }
+            let sender = match self.multicast.entry(*ttl) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match multicast_sender(*ttl, self.settings.multicast_interface) {
+                        Ok(s) => e.insert(s),
+                        Err(err) => {
+                            tracing::error!(ttl, error = %err, "cannot open a multicast socket");
+                            for cluster in clusters.iter() {
+                                self.reports
+                                    .count_send_error(cluster, SendOutcome::Other(0));
+                            }
+                            batch.clear();
+                            clusters.clear();
+                            continue;
+                        }
+                    }
+                }
+            };
+            sender.send_batch(batch, &mut self.outcomes);
+            for (outcome, cluster) in self.outcomes.iter().zip(clusters.iter()) {
+                if *outcome != SendOutcome::Sent {
+                    self.reports.count_send_error(cluster, *outcome);
+                }
+            }
+            batch.clear();
+            clusters.clear();
         }
         for (report, to) in self.reports_due.drain(..) {
             if let Err(e) = self.rtcp.send_to(&report, to) {
@@ -397,4 +446,11 @@ impl Pacer {
             }
         }
     }
+}
+
+/// A socket for multicast streams of one TTL, leaving by `interface`.
+fn multicast_sender(ttl: u8, interface: std::net::Ipv4Addr) -> std::io::Result<Sender> {
+    let sender = Sender::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    sender.set_multicast(u32::from(ttl), interface)?;
+    Ok(sender)
 }

@@ -21,6 +21,8 @@ pub struct StreamDescription<'a> {
     pub destination: SocketAddr,
     pub codec: Codec,
     pub ptime_ms: u32,
+    /// For a multicast group: the TTL, written on the `c=` line as RFC 8866 §5.7 asks.
+    pub multicast_ttl: Option<u8>,
 }
 
 /// Renders the description. Lines end in CRLF as the RFC requires. The SDP is declarative
@@ -54,7 +56,7 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
         "v=0\r\n\
          o=loaxa {sid} {ver} IN {ok} {origin}\r\n\
          s={name}\r\n\
-         c=IN {ck} {dest}\r\n\
+         c=IN {ck} {dest}{ttl}\r\n\
          t=0 0\r\n\
          m=audio {port} RTP/AVP {pt}\r\n",
         sid = d.session_id,
@@ -63,6 +65,7 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
         origin = d.origin,
         ck = ip_kind(d.destination.ip()),
         dest = d.destination.ip(),
+        ttl = d.multicast_ttl.map(|t| format!("/{t}")).unwrap_or_default(),
         port = d.destination.port(),
         pt = d.codec.payload_type(),
     );
@@ -92,6 +95,7 @@ mod tests {
             destination: "192.0.2.10:5004".parse().unwrap(),
             codec: Codec::Pcmu,
             ptime_ms: 20,
+            multicast_ttl: None,
         });
         assert!(sdp.starts_with("v=0\r\n"));
         assert!(sdp.contains("c=IN IP4 192.0.2.10\r\n"));
@@ -114,6 +118,7 @@ mod tests {
             destination: "[::1]:6000".parse().unwrap(),
             codec: Codec::Pcma,
             ptime_ms: 20,
+            multicast_ttl: None,
         });
         assert!(sdp.contains("c=IN IP6 ::1\r\n"));
         assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
@@ -128,7 +133,14 @@ mod tests {
             destination: "239.1.2.3:5004".parse().unwrap(),
             codec,
             ptime_ms,
+            multicast_ttl: Some(8),
         }
+    }
+
+    #[test]
+    fn a_multicast_group_carries_its_ttl_on_the_connection_line() {
+        let sdp = render(&description(Codec::Pcmu, 20));
+        assert!(sdp.contains("c=IN IP4 239.1.2.3/8\r\n"), "{sdp}");
     }
 
     #[test]
