@@ -372,28 +372,12 @@ impl Codec {
         lines
     }
 
-    /// Encodes mono samples in [-1, 1] at [`Codec::sample_rate`] into one payload per
-    /// `ptime_ms`, with default settings; empty on any error. Kept for callers being migrated
-    /// to [`Codec::encode`].
-    pub fn encode_frames(self, samples: &[f32], ptime_ms: u32) -> Vec<Bytes> {
-        self.encode(samples, ptime_ms, &CodecSettings::default())
-            .unwrap_or_default()
-    }
-
     /// Decodes one payload back to linear samples with a fresh decoder; empty on any error.
     /// Right for G.711 and L16; G.722 and Opus lose their inter-packet state this way, so
     /// use [`Codec::decoder`] for a stream.
     pub fn decode_payload(self, payload: &[u8]) -> Vec<i16> {
         self.decoder()
             .and_then(|mut d| d.decode(payload))
-            .unwrap_or_default()
-    }
-
-    /// One frame of silence with default settings; empty if `ptime_ms` is unsupported.
-    pub fn silence_frame(self, ptime_ms: u32) -> Bytes {
-        self.silence(ptime_ms, 1, &CodecSettings::default())
-            .ok()
-            .and_then(|frames| frames.into_iter().next())
             .unwrap_or_default()
     }
 
@@ -621,8 +605,14 @@ mod tests {
         assert_eq!(frames.len(), 3);
         assert!(frames.iter().all(|f| f.len() == 160));
         assert_eq!(frames[2][80..], [0xFF; 80]);
-        assert_eq!(Codec::Pcma.silence_frame(20), Bytes::from(vec![0xD5; 160]));
-        assert_eq!(Codec::L16.silence_frame(20), Bytes::from(vec![0; 1764]));
+        assert_eq!(
+            Codec::Pcma.silence(20, 1, &DEFAULT).unwrap()[0],
+            Bytes::from(vec![0xD5; 160])
+        );
+        assert_eq!(
+            Codec::L16.silence(20, 1, &DEFAULT).unwrap()[0],
+            Bytes::from(vec![0; 1764])
+        );
     }
 
     #[test]
@@ -764,7 +754,6 @@ mod tests {
             for ptime in [0, 5, 25, 1000, u32::MAX] {
                 assert!(codec.encode(&[0.0; 100], ptime, &DEFAULT).is_err());
                 assert!(codec.silence(ptime, 3, &DEFAULT).is_err());
-                assert!(codec.encode_frames(&[0.0; 100], ptime).is_empty());
             }
             assert!(
                 codec.supports_ptime(20) && codec.supports_ptime(40) && codec.supports_ptime(60)
@@ -837,24 +826,17 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_helpers_agree_with_the_new_api() {
-        let input = tone(Codec::Pcmu, 1000.0, 0.1);
-        assert_eq!(
-            Codec::Pcmu.encode_frames(&input, 20),
-            Codec::Pcmu.encode(&input, 20, &DEFAULT).unwrap()
-        );
-        let frame = &Codec::Pcma.encode_frames(&input, 20)[0];
+    fn decoding_one_payload_agrees_with_a_stream_decoder() {
+        let input = tone(Codec::Pcma, 1000.0, 0.1);
+        let frame = &Codec::Pcma.encode(&input, 20, &DEFAULT).unwrap()[0];
         assert_eq!(
             Codec::Pcma.decode_payload(frame),
             Codec::Pcma.decoder().unwrap().decode(frame).unwrap()
         );
         for codec in Codec::ALL {
+            let silence = &codec.silence(20, 1, &DEFAULT).unwrap()[0];
             assert_eq!(
-                codec.silence_frame(20),
-                codec.silence(20, 1, &DEFAULT).unwrap()[0]
-            );
-            assert_eq!(
-                codec.decode_payload(&codec.silence_frame(20)).len(),
+                codec.decode_payload(silence).len(),
                 codec.samples_per_frame(20)
             );
         }

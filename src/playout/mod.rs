@@ -179,11 +179,6 @@ impl Engine {
         self.reports.send_errors(cluster)
     }
 
-    /// Datagrams on the RTCP port dropped as malformed.
-    pub fn rtcp_malformed(&self) -> u64 {
-        self.reports.malformed()
-    }
-
     /// The pacer thread is alive.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)

@@ -63,11 +63,10 @@ pub(crate) struct Pacer {
     sender: Sender,
     /// One socket per multicast TTL in use, created on first need.
     multicast: HashMap<u8, Sender>,
-    /// This tick's datagrams, and what became of each.
-    batch: Vec<Datagram>,
-    batch_clusters: Vec<ClusterKey>,
+    /// This tick's unicast datagrams, and what became of each.
+    batch: Batch,
     /// This tick's multicast datagrams, by TTL.
-    multicast_batches: HashMap<u8, (Vec<Datagram>, Vec<ClusterKey>)>,
+    multicast_batches: HashMap<u8, Batch>,
     outcomes: Vec<SendOutcome>,
     /// Sender reports due this tick, sent after the RTP batch.
     reports_due: Vec<(Bytes, SocketAddr)>,
@@ -101,8 +100,7 @@ impl Pacer {
             settings,
             sender,
             multicast: HashMap::new(),
-            batch: Vec::new(),
-            batch_clusters: Vec::new(),
+            batch: Batch::default(),
             multicast_batches: HashMap::new(),
             outcomes: Vec::new(),
             reports_due: Vec::new(),
@@ -277,17 +275,27 @@ impl Pacer {
             payload: frame.payload,
             destination: link.destination,
         };
-        match target.multicast_ttl {
-            None => {
-                self.batch.push(datagram);
-                self.batch_clusters.push(frame.cluster);
-            }
+        let batch = match target.multicast_ttl {
+            None => &mut self.batch,
             Some(ttl) => {
-                let (batch, clusters) = self.multicast_batches.entry(ttl).or_default();
-                batch.push(datagram);
-                clusters.push(frame.cluster);
+                if let std::collections::hash_map::Entry::Vacant(e) = self.multicast.entry(ttl) {
+                    match multicast_sender(ttl, self.settings.multicast_interface) {
+                        Ok(sender) => {
+                            e.insert(sender);
+                        }
+                        Err(err) => {
+                            tracing::error!(ttl, error = %err, "cannot open a multicast socket");
+                            self.reports
+                                .count_send_error(&frame.cluster, SendOutcome::Other(0));
+                            return;
+                        }
+                    }
+                }
+                self.multicast_batches.entry(ttl).or_default()
             }
-        }
+        };
+        batch.datagrams.push(datagram);
+        batch.clusters.push(frame.cluster);
         let now = Instant::now();
         if now >= link.next_report {
             link.next_report = now + SENDER_REPORT_INTERVAL;
@@ -306,46 +314,16 @@ impl Pacer {
     /// failures per cluster (one dead destination never holds up the others), then sends
     /// the sender reports that fell due.
     fn flush(&mut self) {
-        if !self.batch.is_empty() {
-            self.sender.send_batch(&self.batch, &mut self.outcomes);
-            for (outcome, cluster) in self.outcomes.iter().zip(&self.batch_clusters) {
-                if *outcome != SendOutcome::Sent {
-                    self.reports.count_send_error(cluster, *outcome);
-                }
+        send_and_count(
+            &self.sender,
+            &mut self.batch,
+            &mut self.outcomes,
+            &self.reports,
+        );
+        for (ttl, batch) in &mut self.multicast_batches {
+            if let Some(sender) = self.multicast.get(ttl) {
+                send_and_count(sender, batch, &mut self.outcomes, &self.reports);
             }
-            self.batch.clear();
-            self.batch_clusters.clear();
-        }
-        for (ttl, (batch, clusters)) in &mut self.multicast_batches {
-            if batch.is_empty() {
-                continue;
-            }
-            let sender = match self.multicast.entry(*ttl) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    match multicast_sender(*ttl, self.settings.multicast_interface) {
-                        Ok(s) => e.insert(s),
-                        Err(err) => {
-                            tracing::error!(ttl, error = %err, "cannot open a multicast socket");
-                            for cluster in clusters.iter() {
-                                self.reports
-                                    .count_send_error(cluster, SendOutcome::Other(0));
-                            }
-                            batch.clear();
-                            clusters.clear();
-                            continue;
-                        }
-                    }
-                }
-            };
-            sender.send_batch(batch, &mut self.outcomes);
-            for (outcome, cluster) in self.outcomes.iter().zip(clusters.iter()) {
-                if *outcome != SendOutcome::Sent {
-                    self.reports.count_send_error(cluster, *outcome);
-                }
-            }
-            batch.clear();
-            clusters.clear();
         }
         for (report, to) in self.reports_due.drain(..) {
             if let Err(e) = self.rtcp.send_to(&report, to) {
@@ -446,6 +424,33 @@ impl Pacer {
             }
         }
     }
+}
+
+/// Datagrams for one socket, with the cluster each is for.
+#[derive(Default)]
+struct Batch {
+    datagrams: Vec<Datagram>,
+    clusters: Vec<ClusterKey>,
+}
+
+/// Sends `batch` and counts every datagram the network stack refused on its cluster.
+fn send_and_count(
+    sender: &Sender,
+    batch: &mut Batch,
+    outcomes: &mut Vec<SendOutcome>,
+    reports: &Reports,
+) {
+    if batch.datagrams.is_empty() {
+        return;
+    }
+    sender.send_batch(&batch.datagrams, outcomes);
+    for (outcome, cluster) in outcomes.iter().zip(&batch.clusters) {
+        if *outcome != SendOutcome::Sent {
+            reports.count_send_error(cluster, *outcome);
+        }
+    }
+    batch.datagrams.clear();
+    batch.clusters.clear();
 }
 
 /// A socket for multicast streams of one TTL, leaving by `interface`.

@@ -383,12 +383,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn audio_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audio")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
     // --- broadcasts ---
 
     /// Writes a broadcast and its per-cluster rows in one transaction.
