@@ -78,6 +78,8 @@ impl AirSettings {
 pub struct ClipRef {
     pub id: String,
     pub file_name: String,
+    /// As measured at upload, so preparing it for air need not measure it again.
+    pub loudness: Option<Loudness>,
 }
 
 type FrameKey = (String, Codec, u32);
@@ -160,13 +162,10 @@ impl Library {
             Ok::<_, DecodeError>((decoded, loudness))
         })
         .await
-        .map_err(|e| LibraryError::Worker(e.to_string()));
+        .map_err(|e| LibraryError::Worker(e.to_string()))
+        .and_then(|r| r.map_err(LibraryError::from));
         let (decoded, loudness) = match decoded {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                let _ = tokio::fs::remove_file(&upload).await;
-                return Err(e.into());
-            }
+            Ok(d) => d,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&upload).await;
                 return Err(e);
@@ -262,13 +261,22 @@ impl Library {
         let target = self.settings.target();
         let limits = self.limits;
         let settings = self.settings.codec;
+        let measured = clip.loudness;
         cell.get_or_try_init(|| {
             self.load_or_build(&clip.id, codec, ptime_ms, move || {
                 let ext = source.extension().and_then(|e| e.to_str());
                 let mut decoded = media::decode_file(&source, ext, limits)?;
                 // Normalised at the clip's own rate, before the band is narrowed, so the
                 // limiter sees the real peaks.
-                media::normalise(&mut decoded.mono, decoded.sample_rate, target);
+                match measured {
+                    Some(now) => media::normalise_measured(
+                        &mut decoded.mono,
+                        decoded.sample_rate,
+                        target,
+                        now,
+                    ),
+                    None => media::normalise(&mut decoded.mono, decoded.sample_rate, target),
+                };
                 let samples =
                     media::resample(&decoded.mono, decoded.sample_rate, codec.sample_rate())
                         .map_err(|e| LibraryError::Resample(e.to_string()))?;
@@ -473,6 +481,7 @@ mod tests {
         let clip = ClipRef {
             id: "clip".into(),
             file_name: ingested.file_name,
+            loudness: ingested.loudness,
         };
         (lib, clip)
     }

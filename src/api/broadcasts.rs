@@ -20,6 +20,7 @@ use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::codec::Codec;
 use crate::fleet::{Endpoint, EndpointSpec};
 use crate::library::ClipRef;
+use crate::media::Loudness;
 use crate::playout::{Interruption, Priority, Target};
 use crate::store::{
     AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
@@ -317,6 +318,12 @@ async fn build_targets(
         .map(|a| ClipRef {
             id: a.id.clone(),
             file_name: a.file_name.clone(),
+            loudness: a.loudness_lufs.zip(a.true_peak_dbtp).map(
+                |(integrated_lufs, true_peak_dbtp)| Loudness {
+                    integrated_lufs,
+                    true_peak_dbtp,
+                },
+            ),
         })
         .collect();
     // One programme per (codec, ptime), shared by every cluster that uses it.

@@ -12,7 +12,7 @@ pub mod resample;
 
 pub use decode::{DecodeError, DecodeLimits, decode, decode_file};
 pub use loudness::{Loudness, measure};
-pub use normalise::{LoudnessTarget, normalise};
+pub use normalise::{LoudnessTarget, normalise, normalise_measured};
 pub use resample::{ResampleError, resample};
 
 /// Audio decoded from an upload, mixed down to mono, still at its original rate.

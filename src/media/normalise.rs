@@ -29,7 +29,18 @@ const TOLERANCE: f64 = 0.2;
 /// Normalises `samples` (mono, at `rate`) in place and returns the loudness it now has,
 /// or `None` for silence (left untouched).
 pub fn normalise(samples: &mut [f32], rate: u32, target: LoudnessTarget) -> Option<Loudness> {
-    let mut now = measure(samples, rate)?;
+    let now = measure(samples, rate)?;
+    normalise_measured(samples, rate, target, now)
+}
+
+/// [`normalise`] for samples whose loudness is already known (measured at upload), which
+/// saves a full EBU R128 pass.
+pub fn normalise_measured(
+    samples: &mut [f32],
+    rate: u32,
+    target: LoudnessTarget,
+    mut now: Loudness,
+) -> Option<Loudness> {
     // The limiter's threshold starts at the ceiling and is lowered by any true-peak
     // overshoot it leaves (inter-sample peaks above the sample peaks it sees).
     let mut threshold_db = target.true_peak_dbtp;
