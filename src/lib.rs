@@ -5,6 +5,7 @@
 //! - [`codec`]: mono clip -> RTP payload frames per codec (G.711 today).
 //! - [`rtp`]: RTP sessions, RTCP sender reports and BYE, SDP.
 //! - [`playout::arbiter`]: which programme each cluster airs at each tick.
+//! - [`schedule`]: cron rules (POSIX meaning), occurrences, quiet hours.
 //! - [`fleet`]: areas, cluster endpoints: domain types parsed at the edge.
 //! - [`config`]: the TOML file and `LOAXA_*` overrides.
 //! - [`store`]: SQLite (WAL) with embedded migrations.
@@ -21,5 +22,6 @@ pub mod library;
 pub mod media;
 pub mod playout;
 pub mod rtp;
+pub mod schedule;
 pub mod server;
 pub mod store;
