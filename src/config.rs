@@ -66,6 +66,8 @@ pub struct RtpConfig {
     pub opus_bitrate_kbps: u32,
     /// Interface multicast streams leave by; 0.0.0.0 lets the kernel choose.
     pub multicast_interface: std::net::Ipv4Addr,
+    /// A registered cluster whose keepalives stop for this long loses its address.
+    pub registration_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -137,6 +139,7 @@ impl Default for RtpConfig {
             port: 5004,
             opus_bitrate_kbps: 24,
             multicast_interface: std::net::Ipv4Addr::UNSPECIFIED,
+            registration_timeout_s: 30,
         }
     }
 }
@@ -245,6 +248,12 @@ impl Config {
             return invalid(
                 "rtp.ptime_ms",
                 "must be 10 or 20 (clusters use multiples of it up to 60)",
+            );
+        }
+        if !(1..=3600).contains(&self.rtp.registration_timeout_s) {
+            return invalid(
+                "rtp.registration_timeout_s",
+                "must be between 1 and 3600 seconds",
             );
         }
         if self.audio.max_upload_mb == 0 {

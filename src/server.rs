@@ -69,6 +69,7 @@ pub async fn run(
                 rtcp_bind: SocketAddr::from(([0, 0, 0, 0], if port == 0 { 0 } else { port + 1 })),
                 cname: format!("loaxa@{}", hostname()),
                 multicast_interface: config.rtp.multicast_interface,
+                registration_timeout: Duration::from_secs(config.rtp.registration_timeout_s),
             },
             events_tx,
         )
@@ -80,6 +81,7 @@ pub async fn run(
         })?,
     );
     let writer = tokio::spawn(record_events(store.clone(), events_rx));
+    register_clusters(&store, &engine).await?;
 
     let state = AppState {
         store: store.clone(),
@@ -158,6 +160,21 @@ fn hostname() -> String {
 }
 
 /// Writes engine events to the store: the as-run log.
+/// Gives the engine the keepalive keys of every `registered` cluster, so that they
+/// reach their clusters again as soon as the agents' next keepalives arrive.
+async fn register_clusters(store: &Store, engine: &Engine) -> anyhow::Result<()> {
+    for cluster in store.clusters().await.context("cannot list clusters")? {
+        let registered = serde_json::from_str::<crate::fleet::EndpointSpec>(&cluster.endpoint)
+            .is_ok_and(|spec| spec.mode == "registered");
+        if let (true, Some(key)) = (registered, &cluster.agent_key)
+            && let Ok(key) = hex::decode(key)
+        {
+            engine.registry().set_key(&cluster.id, key);
+        }
+    }
+    Ok(())
+}
+
 async fn record_events(store: Store, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
         let result = match &event {

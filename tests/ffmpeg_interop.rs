@@ -26,6 +26,8 @@ const MAX_DURATION_ERROR_MS: i64 = 100;
 const FFMPEG_READY_WITHIN: Duration = Duration::from_secs(5);
 /// The clip is 2 s; the rest is slack for a loaded 2-core machine.
 const FFMPEG_DONE_WITHIN: Duration = Duration::from_secs(15);
+/// From the BYE to ffmpeg's exit.
+const FFMPEG_EXIT_WITHIN: Duration = Duration::from_secs(5);
 /// Fresh port pairs tried when ffmpeg loses its port to someone else (see `start_ffmpeg`).
 const PORT_ATTEMPTS: usize = 3;
 
@@ -65,15 +67,33 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
     let mut ffmpeg = start_ffmpeg(&app, codec, work.path()).await;
 
     let broadcast = app.broadcast(audio_id, &[&ffmpeg.cluster]).await;
-    // ffmpeg's SDP demuxer ends its input once every stream has had an RTCP BYE, which
-    // the daemon sends when the programme ends: exiting by itself is part of the test.
-    let exit = match tokio::time::timeout(FFMPEG_DONE_WITHIN, ffmpeg.child.wait()).await {
+    let status = app
+        .wait_status(&broadcast, "done", FFMPEG_DONE_WITHIN)
+        .await;
+    assert_eq!(
+        status["status"],
+        "done",
+        "{codec}: broadcast {status}\ndaemon stderr:\n{}",
+        tail(&app.stderr())
+    );
+    // The cluster's RTP session outlives the programme; removing the cluster ends it with
+    // an RTCP BYE, and ffmpeg's SDP demuxer ends its input once every stream has had one:
+    // exiting by itself is part of the test.
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/clusters/{}", ffmpeg.cluster)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("DELETE cluster");
+    assert_eq!(r.status(), 204, "{codec}: DELETE cluster");
+    let exit = match tokio::time::timeout(FFMPEG_EXIT_WITHIN, ffmpeg.child.wait()).await {
         Ok(exit) => exit.expect("wait for ffmpeg"),
         Err(_) => {
             let _ = ffmpeg.child.kill().await;
             panic!(
-                "{codec}: ffmpeg still running {FFMPEG_DONE_WITHIN:?} after the broadcast \
-                 started (no BYE, or BYE ignored)\nffmpeg stderr:\n{}\ndaemon stderr:\n{}",
+                "{codec}: ffmpeg still running {FFMPEG_EXIT_WITHIN:?} after its cluster was \
+                 removed (no BYE, or BYE ignored)\nffmpeg stderr:\n{}\ndaemon stderr:\n{}",
                 ffmpeg.stderr(),
                 tail(&app.stderr())
             );
@@ -83,15 +103,6 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
         exit.success(),
         "{codec}: ffmpeg failed ({exit})\nffmpeg stderr:\n{}",
         ffmpeg.stderr()
-    );
-    let status = app
-        .wait_status(&broadcast, "done", Duration::from_secs(5))
-        .await;
-    assert_eq!(
-        status["status"],
-        "done",
-        "{codec}: broadcast {status}\ndaemon stderr:\n{}",
-        tail(&app.stderr())
     );
 
     let wav = std::fs::read(&ffmpeg.out).expect("ffmpeg's output file");
@@ -115,9 +126,6 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
         "{codec}: ffmpeg decoded {played_ms} ms of {uploaded_ms} ms uploaded, \
          envelope correlation {r:.4}"
     );
-    // ffmpeg polls its RTCP socket before its RTP socket, and the daemon sends the BYE in
-    // the same tick as the last packet, so in some runs (4 of 15 here) ffmpeg ends the
-    // stream with that last packet unread: 1980 ms of 2000. The tolerance absorbs it.
     assert!(
         (played_ms - uploaded_ms).abs() <= MAX_DURATION_ERROR_MS,
         "{codec}: ffmpeg decoded {played_ms} ms, the upload is {uploaded_ms} ms \
@@ -171,7 +179,7 @@ async fn start_ffmpeg(app: &TestApp, codec: &str, dir: &Path) -> Ffmpeg {
             // gives codec, rate and channels, what ffmpeg reads while probing is kept, and
             // the kernel queues packets for the bound port until ffmpeg reads them, so the
             // output starts at the first packet. -nostdin: nothing needs to stop it, the
-            // BYE does. `verbose` logs enough to diagnose a failure.
+            // BYE sent when its cluster is removed does. `verbose` logs enough to diagnose a failure.
             .args(["-hide_banner", "-nostdin", "-loglevel", "verbose"])
             // Reading an SDP file opens rtp:// and udp:// URLs, which ffmpeg refuses
             // unless whitelisted.

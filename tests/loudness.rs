@@ -10,7 +10,7 @@ use loaxa::codec::Codec;
 
 /// Receives one broadcast to the end and returns the decoded audio at 8 kHz.
 fn decoded_stream(rx: &Receiver, codec: Codec) -> Vec<f32> {
-    let (rtp, _) = receive_until_bye(rx, Duration::from_secs(25));
+    let (rtp, _) = receive_stream(rx, Duration::from_secs(25));
     rtp.iter()
         .flat_map(|d| codec.decode_payload(parse_rtp(&d.bytes).1))
         .map(|s| f32::from(s) / 32768.0)

@@ -19,7 +19,7 @@ async fn a_live_broadcast_cuts_in_at_the_next_tick_and_the_scheduled_one_resumes
         .upload_ok(&fixture("announce-vi-48k-24bit-stereo.wav"))
         .await; // 2 s
     let short = app.upload_ok(&fixture("announce-vi-8k.wav")).await; // 1 s
-    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(10)));
+    let receiving = std::thread::spawn(move || receive_stream(&rx, Duration::from_secs(10)));
 
     let r = app
         .post_json(

@@ -19,7 +19,7 @@ async fn stream_is_rfc3550(codec: Codec) {
     let audio = app.upload_ok(&fixture(CLIP)).await;
     let duration_ms = audio["duration_ms"].as_u64().unwrap();
 
-    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(15)));
+    let receiving = std::thread::spawn(move || receive_stream(&rx, Duration::from_secs(15)));
     let id = app
         .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
         .await;
@@ -66,14 +66,15 @@ async fn stream_is_rfc3550(codec: Codec) {
         "stream lasted {span:.1} ms, ideal {ideal} ms"
     );
 
-    // RTCP on port + 1: a sender report for this SSRC, and BYE at the end.
+    // RTCP on port + 1: a sender report for this SSRC; no BYE, since the cluster's
+    // session outlives the programme.
     let srs: Vec<_> = rtcp.iter().filter(|d| d.bytes[1] == 200).collect();
     assert!(!srs.is_empty(), "no RTCP sender report");
     let sr = &srs[0].bytes;
     assert_eq!(u32::from_be_bytes([sr[4], sr[5], sr[6], sr[7]]), first.ssrc);
     assert!(
-        contains_rtcp_type(&rtcp.last().unwrap().bytes, 203),
-        "no BYE"
+        !rtcp.iter().any(|d| contains_rtcp_type(&d.bytes, 203)),
+        "BYE at the end of a programme"
     );
 
     // The audio: G.711 decoded back matches the source waveform.
@@ -108,6 +109,100 @@ async fn a_pcmu_broadcast_arrives_as_rfc3550_rtp_and_decodes_back_to_the_source(
 #[tokio::test]
 async fn a_pcma_broadcast_arrives_as_rfc3550_rtp_and_decodes_back_to_the_source() {
     stream_is_rfc3550(Codec::Pcma).await;
+}
+
+#[tokio::test]
+async fn programmes_follow_each_other_on_one_session_and_removing_the_cluster_says_bye() {
+    let app = spawn_app().await;
+    let rx = Receiver::bind();
+    app.create_area("xa-a", None).await;
+    let cluster = app.create_cluster("xa-a", "pcmu", rx.addr()).await;
+    let audio = app.upload_ok(&fixture(CLIP)).await;
+    let audio_id = audio["id"].as_str().unwrap();
+    let per_programme = (audio["duration_ms"].as_u64().unwrap() as usize * 8).div_ceil(160);
+
+    let rtp = rx.rtp.try_clone().unwrap();
+    let receiving = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = std::time::Instant::now();
+        while got.len() < 2 * per_programme && start.elapsed() < Duration::from_secs(20) {
+            if let Ok(n) = rtp.recv(&mut buf) {
+                got.push(Datagram {
+                    at: std::time::Instant::now(),
+                    bytes: buf[..n].to_vec(),
+                });
+            }
+        }
+        got
+    });
+    for _ in 0..2 {
+        let id = app.broadcast(audio_id, &[&cluster]).await;
+        let b = app.wait_status(&id, "done", Duration::from_secs(10)).await;
+        assert_eq!(b["status"], "done", "{b}");
+        // A silence between the two programmes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rtp = tokio::task::spawn_blocking(move || receiving.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rtp.len(), 2 * per_programme);
+    let headers: Vec<_> = rtp.iter().map(|d| parse_rtp(&d.bytes).0).collect();
+    let first = headers[0];
+    for (i, h) in headers.iter().enumerate() {
+        assert_eq!(h.ssrc, first.ssrc, "one SSRC across programmes");
+        assert_eq!(
+            h.sequence,
+            first.sequence.wrapping_add(i as u16),
+            "continuous sequence at packet {i}"
+        );
+        assert_eq!(
+            h.marker,
+            i == 0 || i == per_programme,
+            "marker on packet {i}"
+        );
+    }
+    // Across the silence the timestamp follows the media clock: it advances by the time
+    // that passed between the two packets, not by one packet's worth.
+    let (last, next) = (&headers[per_programme - 1], &headers[per_programme]);
+    let media_ms = f64::from(next.timestamp.wrapping_sub(last.timestamp)) / 8.0;
+    let wall_ms = rtp[per_programme]
+        .at
+        .duration_since(rtp[per_programme - 1].at)
+        .as_secs_f64()
+        * 1000.0;
+    assert!(
+        media_ms > 200.0,
+        "timestamp advanced {media_ms} ms over the silence"
+    );
+    assert!(
+        (media_ms - wall_ms).abs() < 40.0,
+        "timestamp advanced {media_ms:.1} ms, the silence lasted {wall_ms:.1} ms"
+    );
+
+    // Removing the cluster ends its stream: BYE for that SSRC on port + 1.
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/clusters/{cluster}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let bye = loop {
+        assert!(std::time::Instant::now() < deadline, "no BYE after removal");
+        if let Ok(n) = rx.rtcp.recv(&mut buf)
+            && contains_rtcp_type(&buf[..n], 203)
+        {
+            break buf[..n].to_vec();
+        }
+    };
+    assert_eq!(
+        u32::from_be_bytes([bye[4], bye[5], bye[6], bye[7]]),
+        first.ssrc
+    );
 }
 
 #[tokio::test]
@@ -158,13 +253,13 @@ async fn one_broadcast_reaches_every_cluster_below_an_area_with_its_own_ssrc() {
 }
 
 #[tokio::test]
-async fn cancelling_stops_the_stream_with_a_bye_and_records_it() {
+async fn cancelling_stops_the_stream_at_once_and_records_it() {
     let app = spawn_app().await;
     let rx = Receiver::bind();
     app.create_area("xa-a", None).await;
     let cluster = app.create_cluster("xa-a", "pcmu", rx.addr()).await;
     let audio = app.upload_ok(&fixture("announce-vi.mp3")).await;
-    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(8)));
+    let receiving = std::thread::spawn(move || receive_stream(&rx, Duration::from_secs(8)));
     let id = app
         .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
         .await;
@@ -179,8 +274,8 @@ async fn cancelling_stops_the_stream_with_a_bye_and_records_it() {
         .await
         .unwrap();
     assert!(
-        contains_rtcp_type(&rtcp.last().expect("rtcp").bytes, 203),
-        "no BYE after cancel"
+        !rtcp.iter().any(|d| contains_rtcp_type(&d.bytes, 203)),
+        "a cancel ends the programme, not the cluster's stream"
     );
     // 10 s of audio is 510 packets; a cancel after ~0.4 s leaves far fewer.
     assert!(rtp.len() > 5 && rtp.len() < 200, "{} packets", rtp.len());
@@ -201,7 +296,7 @@ async fn sigterm_ends_streams_with_bye_exits_0_and_the_broadcast_shows_interrupt
     app.create_area("xa-a", None).await;
     let cluster = app.create_cluster("xa-a", "pcma", rx.addr()).await;
     let audio = app.upload_ok(&fixture("announce-vi.flac")).await;
-    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(8)));
+    let receiving = std::thread::spawn(move || receive_stream(&rx, Duration::from_secs(8)));
     let id = app
         .broadcast(audio["id"].as_str().unwrap(), &[&cluster])
         .await;
@@ -325,7 +420,7 @@ async fn a_dead_cluster_does_not_delay_or_stop_the_others() {
     let audio = app
         .upload_ok(&fixture("announce-vi-48k-24bit-stereo.wav"))
         .await;
-    let receiving = std::thread::spawn(move || receive_until_bye(&rx, Duration::from_secs(10)));
+    let receiving = std::thread::spawn(move || receive_stream(&rx, Duration::from_secs(10)));
     let id = app
         .broadcast(
             audio["id"].as_str().unwrap(),

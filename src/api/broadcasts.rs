@@ -21,7 +21,7 @@ use crate::codec::Codec;
 use crate::fleet::{Endpoint, EndpointSpec};
 use crate::library::ClipRef;
 use crate::media::Loudness;
-use crate::playout::{Interruption, Priority, Target};
+use crate::playout::{Destination, Interruption, Priority, Target};
 use crate::store::{
     AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
 };
@@ -351,7 +351,9 @@ async fn build_targets(
         };
         targets.push(Target {
             cluster_id: c.id.clone(),
-            destination: endpoint.rtp_destination(),
+            destination: endpoint
+                .rtp_destination()
+                .map_or(Destination::Registered, Destination::Fixed),
             codec,
             ptime_ms,
             multicast_ttl: endpoint.multicast_ttl(),

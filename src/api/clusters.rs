@@ -18,6 +18,7 @@ use crate::codec::{Codec, CodecSettings};
 use crate::fleet::{Endpoint, EndpointSpec, parse_name};
 use crate::rtp::sdp;
 use crate::store::{ClusterRow, StoreError, now_rfc3339};
+use sha2::Digest;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -64,6 +65,25 @@ pub struct Cluster {
     reception: Option<ReceptionView>,
     /// Datagrams to this cluster the network stack refused since the daemon started.
     send_errors: SendErrorsView,
+    /// For a `registered` cluster: where its keepalives come from, if they are current.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registration: Option<RegistrationView>,
+    /// For a `registered` cluster: the controller's RTP port its agent sends keepalives to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keepalive_port: Option<u16>,
+    /// The cluster's agent token, in the answer that created the cluster and never again
+    /// (only its SHA-256 is kept). Its agent signs keepalives with it; the keepalive HMAC
+    /// key is SHA-256(token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RegistrationView {
+    /// The address (after NAT) the stream goes to.
+    address: String,
+    /// Milliseconds since the latest accepted keepalive.
+    last_keepalive_ms: u64,
 }
 
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -73,6 +93,8 @@ pub struct SendErrorsView {
     /// Refused or unreachable destination.
     refused: u64,
     other: u64,
+    /// Registered cluster with no current address: the packet had nowhere to go.
+    not_registered: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -92,7 +114,19 @@ impl Cluster {
             would_block: e.would_block,
             refused: e.refused,
             other: e.other,
+            not_registered: e.not_registered,
         };
+        if self.endpoint.mode == "registered" {
+            self.keepalive_port = Some(state.engine.rtp_local_addr().port());
+            self.registration = state
+                .engine
+                .registry()
+                .registration(&self.id, std::time::Instant::now())
+                .map(|r| RegistrationView {
+                    address: r.address.to_string(),
+                    last_keepalive_ms: r.age.as_millis() as u64,
+                });
+        }
         self.reception = state.engine.reception(&self.id).map(|r| ReceptionView {
             loss_pct: (r.loss_pct * 100.0).round() / 100.0,
             cumulative_lost: r.cumulative_lost,
@@ -121,11 +155,16 @@ impl Cluster {
             created_at: r.created_at,
             reception: None,
             send_errors: SendErrorsView::default(),
+            registration: None,
+            keepalive_port: None,
+            agent_token: None,
         })
     }
 }
 
-/// Registers a cluster.
+/// Registers a cluster. The answer carries the cluster's `agent_token`, shown this once:
+/// its agent signs keepalives with it (a `registered` cluster behind NAT is reached at
+/// the address those come from).
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", security(("bearer" = [])),
     request_body = CreateCluster,
     responses((status = 201, body = Cluster), (status = 422, body = Problem)))]
@@ -178,6 +217,8 @@ async fn create_cluster(
     else {
         return Err(validation(errors));
     };
+    let agent_token = hex::encode(rand::random::<[u8; 32]>());
+    let agent_key: [u8; 32] = sha2::Sha256::digest(agent_token.as_bytes()).into();
     let row = ClusterRow {
         id: uuid::Uuid::new_v4().to_string(),
         name,
@@ -189,13 +230,19 @@ async fn create_cluster(
         enabled: body.enabled.unwrap_or(true),
         sdp_session_id: i64::from(rand::random::<u32>()),
         created_at: now_rfc3339(),
+        agent_key: Some(hex::encode(agent_key)),
     };
     state.store.insert_cluster(&row).await?;
+    if endpoint == Endpoint::Registered {
+        state.engine.registry().set_key(&row.id, agent_key.to_vec());
+    }
     let location = format!("/api/v1/clusters/{}", row.id);
+    let mut cluster = Cluster::from_row(row)?.with_reception(&state);
+    cluster.agent_token = Some(agent_token);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(Cluster::from_row(row)?),
+        Json(cluster),
     ))
 }
 
@@ -275,7 +322,8 @@ async fn delete_cluster(
 #[utoipa::path(get, path = "/api/v1/clusters/{id}/sdp", tag = "clusters", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, content_type = "application/sdp", body = String),
-              (status = 404, body = Problem)))]
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "a registered cluster with no current address")))]
 async fn cluster_sdp(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -285,6 +333,23 @@ async fn cluster_sdp(
     let endpoint = Endpoint::parse(&cluster.endpoint).map_err(|(f, e)| {
         ApiError::internal(format!("stored endpoint of {id} is invalid: {f}: {}", e.0))
     })?;
+    let destination = match endpoint.rtp_destination() {
+        Some(to) => to,
+        None => {
+            state
+                .engine
+                .registry()
+                .registration(&id, std::time::Instant::now())
+                .ok_or_else(|| {
+                    ApiError::Conflict(
+                        "this registered cluster has no current address: its agent has sent no \
+                         valid keepalive lately"
+                            .into(),
+                    )
+                })?
+                .address
+        }
+    };
     let local = state.engine.rtp_local_addr().ip();
     let origin = if local.is_unspecified() {
         let listen = state.config.server.listen.ip();
@@ -302,10 +367,11 @@ async fn cluster_sdp(
             session_version: 1,
             origin,
             name: &cluster.name,
-            destination: endpoint.rtp_destination(),
+            destination,
             codec: cluster.codec,
             ptime_ms: cluster.ptime_ms,
             multicast_ttl: endpoint.multicast_ttl(),
+            rtcp_mux: endpoint == Endpoint::Registered,
         },
         &CodecSettings {
             opus_bitrate_bps: state.config.rtp.opus_bitrate_kbps * 1000,

@@ -69,6 +69,9 @@ pub enum Endpoint {
     /// To a multicast group every speaker of the cluster has joined: one datagram per
     /// packet whatever the number of speakers.
     Multicast { group: SocketAddr, ttl: u8 },
+    /// Behind NAT: to wherever the cluster's authenticated keepalives come from
+    /// (symmetric RTP), with RTCP multiplexed on the same port.
+    Registered,
 }
 
 /// TTL of multicast streams when none is given: the local subnet only, so a stream never
@@ -79,7 +82,8 @@ pub const DEFAULT_MULTICAST_TTL: u8 = 1;
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
-    /// `unicast` or `multicast` (`registered`, for clusters behind NAT, is not built yet).
+    /// `unicast`, `multicast`, or `registered` (behind NAT: the stream goes where the
+    /// cluster's agent sends its keepalives from).
     pub mode: String,
     /// For `unicast`: the receiver's `IP:PORT`; RTCP goes to PORT+1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,13 +137,27 @@ impl Endpoint {
                 };
                 Ok(Endpoint::Multicast { group, ttl })
             }
-            "registered" => Err((
-                "endpoint.mode",
-                Invalid("`registered` endpoints are not supported yet".into()),
-            )),
+            "registered" => {
+                if let Some(field) = [
+                    ("endpoint.address", spec.address.is_some()),
+                    ("endpoint.group", spec.group.is_some()),
+                    ("endpoint.ttl", spec.ttl.is_some()),
+                ]
+                .iter()
+                .find_map(|(f, set)| set.then_some(*f))
+                {
+                    return Err((
+                        field,
+                        Invalid("must not be set: a registered cluster's address is learned from its keepalives".into()),
+                    ));
+                }
+                Ok(Endpoint::Registered)
+            }
             other => Err((
                 "endpoint.mode",
-                Invalid(format!("`{other}` is not one of: unicast, multicast")),
+                Invalid(format!(
+                    "`{other}` is not one of: unicast, multicast, registered"
+                )),
             )),
         }
     }
@@ -158,22 +176,29 @@ impl Endpoint {
                 group: Some(group.to_string()),
                 ttl: Some(u32::from(ttl)),
             },
+            Endpoint::Registered => EndpointSpec {
+                mode: "registered".into(),
+                address: None,
+                group: None,
+                ttl: None,
+            },
         }
     }
 
-    /// Where RTP packets go.
-    pub fn rtp_destination(self) -> SocketAddr {
+    /// Where RTP packets go, when it is configured rather than learned.
+    pub fn rtp_destination(self) -> Option<SocketAddr> {
         match self {
-            Endpoint::Unicast { address } => address,
-            Endpoint::Multicast { group, .. } => group,
+            Endpoint::Unicast { address } => Some(address),
+            Endpoint::Multicast { group, .. } => Some(group),
+            Endpoint::Registered => None,
         }
     }
 
-    /// The TTL of a multicast stream; `None` for unicast.
+    /// The TTL of a multicast stream; `None` otherwise.
     pub fn multicast_ttl(self) -> Option<u8> {
         match self {
-            Endpoint::Unicast { .. } => None,
             Endpoint::Multicast { ttl, .. } => Some(ttl),
+            Endpoint::Unicast { .. } | Endpoint::Registered => None,
         }
     }
 }
@@ -289,6 +314,22 @@ mod tests {
             let (field, _) = unicast(bad).unwrap_err();
             assert_eq!(field, "endpoint.address", "{bad}");
         }
+    }
+
+    #[test]
+    fn a_registered_endpoint_takes_no_address_of_its_own() {
+        let spec = |address: Option<&str>| EndpointSpec {
+            mode: "registered".into(),
+            address: address.map(Into::into),
+            group: None,
+            ttl: None,
+        };
+        let endpoint = Endpoint::parse(&spec(None)).unwrap();
+        assert_eq!(endpoint, Endpoint::Registered);
+        assert_eq!(endpoint.rtp_destination(), None);
+        assert_eq!(Endpoint::parse(&endpoint.to_spec()).unwrap(), endpoint);
+        let (field, _) = Endpoint::parse(&spec(Some("10.0.0.1:5004"))).unwrap_err();
+        assert_eq!(field, "endpoint.address");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod arbiter;
 pub mod pacer;
+pub mod registry;
 pub mod reports;
 pub mod sender;
 
@@ -19,11 +20,20 @@ pub use arbiter::{Interruption, Outcome, Priority};
 
 use crate::codec::Codec;
 
+/// Where a cluster's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// A configured unicast address or multicast group.
+    Fixed(SocketAddr),
+    /// Wherever the cluster's verified keepalives last came from (behind NAT).
+    Registered,
+}
+
 /// One cluster a programme goes to, with everything the sender needs.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub cluster_id: String,
-    pub destination: SocketAddr,
+    pub destination: Destination,
     pub codec: Codec,
     pub ptime_ms: u32,
     /// For a multicast group: its TTL (the group's datagrams leave from a socket set up
@@ -85,6 +95,7 @@ pub(crate) type Progress = Arc<Mutex<HashMap<(String, String), u64>>>;
 pub struct Engine {
     commands: mpsc::Sender<Command>,
     reports: Arc<reports::Reports>,
+    registry: Arc<registry::Registry>,
     progress: Progress,
     running: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -101,6 +112,7 @@ impl Engine {
         let progress: Progress = Arc::default();
         let running = Arc::new(AtomicBool::new(true));
         let reports = Arc::new(reports::Reports::default());
+        let registry = Arc::new(registry::Registry::new(settings.registration_timeout));
         let pacer = pacer::Pacer::bind(
             settings,
             rx,
@@ -108,15 +120,23 @@ impl Engine {
             progress.clone(),
             running.clone(),
             reports.clone(),
+            registry.clone(),
         )?;
         let rtp_addr = pacer.rtp_local_addr()?;
         reports::spawn(pacer.rtcp_socket()?, reports.clone(), running.clone())?;
+        registry::spawn(
+            pacer.rtp_socket()?,
+            registry.clone(),
+            reports.clone(),
+            running.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("loaxa-pacer".into())
             .spawn(move || pacer.run())?;
         Ok(Self {
             commands,
             reports,
+            registry,
             progress,
             running,
             thread: Mutex::new(Some(thread)),
@@ -172,6 +192,11 @@ impl Engine {
     /// The latest receiver report about `cluster`'s stream.
     pub fn reception(&self, cluster: &str) -> Option<reports::Reception> {
         self.reports.reception(cluster)
+    }
+
+    /// Registered clusters: their keys and the addresses their keepalives come from.
+    pub fn registry(&self) -> &registry::Registry {
+        &self.registry
     }
 
     /// Send failures counted for `cluster`.

@@ -2,6 +2,12 @@
 //! (`epoch + k·tick`, so it never drifts), asks the arbiter what every cluster airs at
 //! tick k, stamps RTP headers and sends the batch. It owns the RTP sessions and sockets.
 //!
+//! Each cluster keeps one RTP session for as long as the daemon runs (RFC 3550 §8: a
+//! source keeps its SSRC): programmes follow each other on the same SSRC with continuous
+//! sequence numbers, the timestamp follows the media clock across silences, a marker
+//! starts each talkspurt, and BYE is sent only when the cluster is removed or the daemon
+//! stops.
+//!
 //! A dedicated OS thread rather than a tokio timer: tokio's timer wheel has 1 ms
 //! granularity and shares the reactor with HTTP work; a plain thread sleeping to an
 //! absolute deadline wakes within tens of microseconds on an idle core.
@@ -15,9 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use super::arbiter::{Arbiter, ClusterKey, Event, Frame, Programme};
+use super::registry::Registry;
 use super::reports::Reports;
 use super::sender::{Datagram, SendOutcome, Sender};
-use super::{Command, EngineEvent, Progress, Target};
+use super::{Command, Destination, EngineEvent, Progress, Target};
 use crate::codec::Codec;
 use crate::rtp::{RtpSession, ntp_timestamp, rtcp};
 use crate::store::now_rfc3339;
@@ -32,6 +39,9 @@ const PROGRESS_EVERY_TICKS: u64 = 10;
 const MAX_CATCH_UP: Duration = Duration::from_millis(500);
 /// Cancels remembered for plays still being prepared when the cancel arrived.
 const REMEMBERED_CANCELS: usize = 1024;
+/// Registered clusters' addresses are re-read at least this often (in ticks) even when
+/// nothing changed, so that one whose keepalives stopped loses its address on time.
+const REGISTRY_REFRESH_TICKS: u64 = 25;
 
 /// How the pacer is set up.
 #[derive(Debug, Clone)]
@@ -46,16 +56,31 @@ pub struct Settings {
     pub cname: String,
     /// Interface multicast streams leave by (0.0.0.0: the kernel's choice).
     pub multicast_interface: std::net::Ipv4Addr,
+    /// A registered cluster whose keepalives stop for this long loses its address.
+    pub registration_timeout: Duration,
 }
 
-/// One cluster's live stream.
+/// One cluster's stream, alive from its first packet until the cluster is removed or
+/// the daemon stops.
 struct Link {
     session: RtpSession,
-    destination: SocketAddr,
-    rtcp_destination: SocketAddr,
+    destination: Destination,
     codec: Codec,
     ptime_ms: u32,
     next_report: Instant,
+    /// Deadline of the latest packet, to carry the media clock across a silence.
+    last_deadline: Option<Instant>,
+    /// A programme is airing (false between programmes).
+    sending: bool,
+}
+
+/// Where RTCP for a stream goes: port + 1 of a fixed destination from the RTCP socket,
+/// or, for a registered cluster, multiplexed on its RTP mapping (RFC 5761) from the RTP
+/// socket, since only that port is open through its NAT.
+#[derive(Debug, Clone, Copy)]
+enum RtcpRoute {
+    Separate(SocketAddr),
+    Muxed(SocketAddr),
 }
 
 pub(crate) struct Pacer {
@@ -69,20 +94,24 @@ pub(crate) struct Pacer {
     multicast_batches: HashMap<u8, Batch>,
     outcomes: Vec<SendOutcome>,
     /// Sender reports due this tick, sent after the RTP batch.
-    reports_due: Vec<(Bytes, SocketAddr)>,
+    reports_due: Vec<(Bytes, RtcpRoute)>,
     rtcp: UdpSocket,
     commands: mpsc::Receiver<Command>,
     events: tokio::sync::mpsc::UnboundedSender<EngineEvent>,
     progress: Progress,
     running: Arc<AtomicBool>,
     reports: Arc<Reports>,
+    registry: Arc<Registry>,
+    /// Registered clusters' current addresses, refreshed from the registry.
+    registered: HashMap<ClusterKey, SocketAddr>,
+    registry_version: u64,
     arbiter: Arbiter,
     /// Where each queued cluster's stream goes; created on enqueue, dropped on idle.
     targets: HashMap<ClusterKey, Target>,
     links: HashMap<ClusterKey, Link>,
     cancelled: VecDeque<String>,
-    /// Streams that ended, with the tick their BYE is due.
-    byes: Vec<(u64, Link)>,
+    /// Streams that ended, with the tick their BYE is due and where it goes.
+    byes: Vec<(u64, Link, Option<RtcpRoute>)>,
 }
 
 impl Pacer {
@@ -93,6 +122,7 @@ impl Pacer {
         progress: Progress,
         running: Arc<AtomicBool>,
         reports: Arc<Reports>,
+        registry: Arc<Registry>,
     ) -> std::io::Result<Self> {
         let sender = Sender::bind(settings.rtp_bind)?;
         let rtcp = UdpSocket::bind(settings.rtcp_bind)?;
@@ -110,6 +140,9 @@ impl Pacer {
             progress,
             running,
             reports,
+            registry,
+            registered: HashMap::new(),
+            registry_version: u64::MAX,
             arbiter: Arbiter::new(),
             targets: HashMap::new(),
             links: HashMap::new(),
@@ -125,6 +158,11 @@ impl Pacer {
     /// A handle on the RTCP socket for the thread that reads receiver reports.
     pub(crate) fn rtcp_socket(&self) -> std::io::Result<UdpSocket> {
         self.rtcp.try_clone()
+    }
+
+    /// A handle on the RTP socket for the thread that reads keepalives.
+    pub(crate) fn rtp_socket(&self) -> std::io::Result<UdpSocket> {
+        self.sender.try_clone_socket()
     }
 
     pub(crate) fn run(mut self) {
@@ -144,7 +182,7 @@ impl Pacer {
                 epoch = Instant::now();
                 k = 0;
                 self.handle(cmd, k, &mut events);
-                self.forward(&mut events, k);
+                self.forward(&mut events);
             }
             let deadline = epoch + tick * (k as u32);
             let now = Instant::now();
@@ -166,21 +204,26 @@ impl Pacer {
                 }
             }
             self.send_due_byes(k);
+            self.refresh_registrations(k);
             self.arbiter.tick(k, &mut frames, &mut events);
             let wall = SystemTime::now();
             for frame in frames.drain(..) {
-                self.send(frame, wall);
+                self.send(frame, deadline, wall);
             }
             self.flush();
-            self.forward(&mut events, k);
+            self.forward(&mut events);
             if k.is_multiple_of(PROGRESS_EVERY_TICKS) {
                 self.publish_progress();
             }
             k += 1;
         }
-        // Shutdown: every stream still airing is interrupted and told goodbye.
+        // Shutdown: every stream still airing is interrupted, and every stream ends.
         self.arbiter.interrupt_all(&mut events);
-        self.forward(&mut events, k);
+        self.forward(&mut events);
+        let links: Vec<ClusterKey> = self.links.keys().cloned().collect();
+        for cluster in links {
+            self.end_stream(&cluster, 0);
+        }
         self.send_due_byes(u64::MAX);
         self.running.store(false, Ordering::Release);
         let _ = self.events.send(EngineEvent::Stopped);
@@ -227,6 +270,10 @@ impl Pacer {
             }
             Command::RemoveCluster { cluster } => {
                 self.arbiter.remove_cluster(&cluster, events);
+                self.targets.remove(cluster.as_str());
+                // BYE one tick after the last packet, which may be in this tick's batch.
+                self.end_stream(&cluster, now_tick + 1);
+                self.registry.remove(&cluster);
                 if let Ok(mut ssrcs) = self.reports.ssrcs.lock() {
                     ssrcs.remove_cluster(&cluster);
                 }
@@ -235,47 +282,133 @@ impl Pacer {
         }
     }
 
-    fn send(&mut self, frame: Frame, wall: SystemTime) {
+    /// Re-reads registered clusters' addresses when one changed, and now and then to
+    /// drop those whose keepalives stopped.
+    fn refresh_registrations(&mut self, tick: u64) {
+        let version = self.registry.version();
+        if version != self.registry_version || tick.is_multiple_of(REGISTRY_REFRESH_TICKS) {
+            self.registry_version = version;
+            self.registry.snapshot(Instant::now(), &mut self.registered);
+        }
+    }
+
+    fn rtcp_route(&self, cluster: &str, destination: Destination) -> Option<RtcpRoute> {
+        match destination {
+            Destination::Fixed(to) => Some(RtcpRoute::Separate(SocketAddr::new(
+                to.ip(),
+                to.port().wrapping_add(1),
+            ))),
+            Destination::Registered => self.registered.get(cluster).copied().map(RtcpRoute::Muxed),
+        }
+    }
+
+    /// Ends `cluster`'s stream: BYE at `tick`.
+    fn end_stream(&mut self, cluster: &str, tick: u64) {
+        if let Some(link) = self.links.remove(cluster) {
+            let route = self.rtcp_route(cluster, link.destination);
+            self.byes.push((tick, link, route));
+        }
+    }
+
+    fn new_link(&self, cluster: &ClusterKey, target: &Target) -> Link {
+        let session = RtpSession::new(target.codec.payload_type(), &mut rand::rng());
+        if let Ok(mut ssrcs) = self.reports.ssrcs.lock() {
+            ssrcs.insert(session.ssrc(), cluster.clone(), target.codec.clock_rate());
+        }
+        Link {
+            session,
+            destination: target.destination,
+            codec: target.codec,
+            ptime_ms: target.ptime_ms,
+            // First report right after the first packet, so receivers can map the media
+            // clock to wall-clock time from the start.
+            next_report: Instant::now() + Duration::from_millis(u64::from(target.ptime_ms)),
+            last_deadline: None,
+            sending: false,
+        }
+    }
+
+    fn send(&mut self, frame: Frame, deadline: Instant, wall: SystemTime) {
         let Some(target) = self.targets.get(&frame.cluster) else {
             return;
         };
-        let reports = &self.reports;
-        let link = self.links.entry(frame.cluster.clone()).or_insert_with(|| {
-            let mut rng = rand::rng();
-            let destination = target.destination;
-            let session = RtpSession::new(target.codec.payload_type(), &mut rng);
-            if let Ok(mut ssrcs) = reports.ssrcs.lock() {
-                ssrcs.insert(
-                    session.ssrc(),
-                    frame.cluster.clone(),
-                    target.codec.clock_rate(),
-                );
+        let (codec, ptime_ms, destination, multicast_ttl) = (
+            target.codec,
+            target.ptime_ms,
+            target.destination,
+            target.multicast_ttl,
+        );
+        match self.links.get(&frame.cluster) {
+            None => {
+                let link = self.new_link(&frame.cluster, target);
+                self.links.insert(frame.cluster.clone(), link);
             }
-            Link {
-                session,
-                destination,
-                rtcp_destination: SocketAddr::new(
-                    destination.ip(),
-                    destination.port().wrapping_add(1),
-                ),
-                codec: target.codec,
-                ptime_ms: target.ptime_ms,
-                // First report right after the first packet, so receivers can map the
-                // media clock to wall-clock time from the start.
-                next_report: Instant::now() + Duration::from_millis(u64::from(target.ptime_ms)),
+            // The cluster was edited to another codec or packet size: that is a new
+            // stream (another payload type and clock), so the old one ends.
+            Some(link) if link.codec != codec || link.ptime_ms != ptime_ms => {
+                let link = self.new_link(&frame.cluster, target);
+                if let Some(old) = self.links.insert(frame.cluster.clone(), link) {
+                    let route = self.rtcp_route(&frame.cluster, old.destination);
+                    self.goodbye(&old, route);
+                }
             }
-        });
-        let step = link.codec.timestamp_step(link.ptime_ms);
+            Some(_) => {}
+        }
+        let route = self.rtcp_route(&frame.cluster, destination);
+        let address = match destination {
+            Destination::Fixed(to) => Some(to),
+            Destination::Registered => self.registered.get(&frame.cluster).copied(),
+        };
+        let Some(link) = self.links.get_mut(&frame.cluster) else {
+            return;
+        };
+        link.destination = destination;
+        let step = codec.timestamp_step(ptime_ms);
+        if !link.sending {
+            // A new talkspurt: the timestamp jumps by the silence since the last packet,
+            // so the receiver's media clock keeps running with ours.
+            link.sending = true;
+            if let Some(last) = link.last_deadline {
+                let silence = deadline.saturating_duration_since(last);
+                let ticks = silence.as_nanos() * u128::from(codec.clock_rate()) / 1_000_000_000;
+                let extra = (ticks as u64).saturating_sub(u64::from(step));
+                link.session.skip(extra as u32);
+            }
+        }
+        link.last_deadline = Some(deadline);
         let rtp_time = link.session.next_timestamp();
+        let Some(address) = address else {
+            // A registered cluster with no current address: the packet is lost, as it
+            // would be on the network, and the stream's clock moves on.
+            link.session.lose(step);
+            self.reports.count_unregistered(&frame.cluster);
+            return;
+        };
         let header = link
             .session
             .next_header(frame.payload.len(), step, frame.marker);
+        let now = Instant::now();
+        if now >= link.next_report {
+            link.next_report = now + SENDER_REPORT_INTERVAL;
+            let ntp = ntp_timestamp(
+                wall.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            match (
+                rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname),
+                route,
+            ) {
+                (Ok(report), Some(route)) => self.reports_due.push((report, route)),
+                (Ok(_), None) => {}
+                (Err(e), _) => tracing::error!(error = %e, "RTCP report build failed"),
+            }
+        }
         let datagram = Datagram {
             header,
             payload: frame.payload,
-            destination: link.destination,
+            destination: address,
         };
-        let batch = match target.multicast_ttl {
+        let batch = match multicast_ttl {
             None => &mut self.batch,
             Some(ttl) => {
                 if let std::collections::hash_map::Entry::Vacant(e) = self.multicast.entry(ttl) {
@@ -296,18 +429,6 @@ impl Pacer {
         };
         batch.datagrams.push(datagram);
         batch.clusters.push(frame.cluster);
-        let now = Instant::now();
-        if now >= link.next_report {
-            link.next_report = now + SENDER_REPORT_INTERVAL;
-            let ntp = ntp_timestamp(
-                wall.duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default(),
-            );
-            match rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname) {
-                Ok(report) => self.reports_due.push((report, link.rtcp_destination)),
-                Err(e) => tracing::error!(error = %e, "RTCP report build failed"),
-            }
-        }
     }
 
     /// Sends this tick's batch in as few system calls as the platform allows, counts the
@@ -325,24 +446,26 @@ impl Pacer {
                 send_and_count(sender, batch, &mut self.outcomes, &self.reports);
             }
         }
-        for (report, to) in self.reports_due.drain(..) {
-            if let Err(e) = self.rtcp.send_to(&report, to) {
-                tracing::debug!(error = %e, %to, "RTCP send failed");
-            }
+        let due = std::mem::take(&mut self.reports_due);
+        for (report, route) in &due {
+            self.send_rtcp(report, *route);
         }
+        self.reports_due = due;
+        self.reports_due.clear();
     }
 
     /// Sends the BYEs whose tick has come.
     fn send_due_byes(&mut self, tick: u64) {
-        let (due, later): (Vec<_>, Vec<_>) = self.byes.drain(..).partition(|(at, _)| *at <= tick);
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.byes.drain(..).partition(|(at, _, _)| *at <= tick);
         self.byes = later;
-        for (_, link) in due {
-            self.goodbye(&link);
+        for (_, link, route) in due {
+            self.goodbye(&link, route);
         }
     }
 
     /// Turns arbiter events into store events, and ends the streams of idle clusters.
-    fn forward(&mut self, events: &mut Vec<Event>, tick: u64) {
+    fn forward(&mut self, events: &mut Vec<Event>) {
         for event in events.drain(..) {
             let out = match event {
                 Event::Started { cluster, broadcast } => EngineEvent::Started {
@@ -383,11 +506,10 @@ impl Pacer {
                     }
                 }
                 Event::Idle { cluster } => {
+                    // The stream stays: the next programme continues it.
                     self.targets.remove(&cluster);
-                    if let Some(link) = self.links.remove(&cluster) {
-                        // One tick after the last packet: a receiver that reads its RTCP
-                        // socket first would otherwise end the stream before that packet.
-                        self.byes.push((tick + 1, link));
+                    if let Some(link) = self.links.get_mut(&cluster) {
+                        link.sending = false;
                     }
                     continue;
                 }
@@ -396,7 +518,20 @@ impl Pacer {
         }
     }
 
-    fn goodbye(&self, link: &Link) {
+    fn send_rtcp(&self, packet: &[u8], route: RtcpRoute) {
+        let sent = match route {
+            RtcpRoute::Separate(to) => self.rtcp.send_to(packet, to).map(|_| ()),
+            RtcpRoute::Muxed(to) => self.sender.send_one(packet, to),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, ?route, "RTCP send failed");
+        }
+    }
+
+    fn goodbye(&self, link: &Link, route: Option<RtcpRoute>) {
+        let Some(route) = route else {
+            return;
+        };
         let ntp = ntp_timestamp(
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -408,11 +543,9 @@ impl Pacer {
             ntp,
             rtp_time,
             &self.settings.cname,
-            "programme ended",
+            "stream ended",
         ) {
-            Ok(bye) => {
-                let _ = self.rtcp.send_to(&bye, link.rtcp_destination);
-            }
+            Ok(bye) => self.send_rtcp(&bye, route),
             Err(e) => tracing::error!(error = %e, "RTCP BYE build failed"),
         }
     }

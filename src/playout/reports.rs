@@ -62,6 +62,8 @@ pub struct SendErrors {
     pub refused: u64,
     /// Anything else (no buffers, bad address).
     pub other: u64,
+    /// A registered cluster had no current address (no keepalive within the timeout).
+    pub not_registered: u64,
 }
 
 impl Reports {
@@ -76,6 +78,12 @@ impl Reports {
             .ok()
             .and_then(|m| m.get(cluster).copied())
             .unwrap_or_default()
+    }
+
+    pub(crate) fn count_unregistered(&self, cluster: &str) {
+        if let Ok(mut map) = self.send_errors.lock() {
+            map.entry(cluster.to_string()).or_default().not_registered += 1;
+        }
     }
 
     pub(crate) fn count_send_error(&self, cluster: &str, outcome: SendOutcome) {

@@ -162,6 +162,16 @@ impl Sender {
         self.socket.local_addr()
     }
 
+    /// A second handle on the socket, for the thread that reads what arrives on it.
+    pub fn try_clone_socket(&self) -> io::Result<UdpSocket> {
+        self.socket.try_clone()
+    }
+
+    /// Sends one datagram now (RTCP multiplexed on the RTP port, RFC 5761).
+    pub fn send_one(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.socket.send_to(bytes, to).map(|_| ())
+    }
+
     /// Asks for a send buffer of `bytes` and returns what the kernel granted (Linux
     /// doubles the request for its bookkeeping and caps it at `net.core.wmem_max`).
     pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<usize> {

@@ -1,7 +1,9 @@
 //! RTP as RFC 3550/3551 describe it: per-cluster sessions that stamp headers on ready-made
-//! payloads, RTCP sender reports and BYE, and the SDP a receiver needs. Sans-IO: the
+//! payloads, RTCP sender reports and BYE, the SDP a receiver needs, and the keepalives of
+//! clusters behind NAT. Sans-IO: the
 //! caller passes the time and does the sending.
 
+pub mod keepalive;
 pub mod rtcp;
 pub mod sdp;
 pub mod session;

@@ -23,6 +23,9 @@ pub struct StreamDescription<'a> {
     pub ptime_ms: u32,
     /// For a multicast group: the TTL, written on the `c=` line as RFC 8866 §5.7 asks.
     pub multicast_ttl: Option<u8>,
+    /// RTCP shares the RTP port (RFC 5761): a registered cluster behind NAT, where only
+    /// the port its keepalives open is reachable.
+    pub rtcp_mux: bool,
 }
 
 /// Renders the description. Lines end in CRLF as the RFC requires. The SDP is declarative
@@ -72,12 +75,12 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
     for line in d.codec.sdp_attributes(d.ptime_ms, settings) {
         let _ = write!(s, "a={line}\r\n");
     }
-    let _ = write!(
-        s,
-        "a=rtcp:{rtcp}\r\n\
-         a=recvonly\r\n",
-        rtcp = d.destination.port().wrapping_add(1),
-    );
+    if d.rtcp_mux {
+        s.push_str("a=rtcp-mux\r\n");
+    } else {
+        let _ = write!(s, "a=rtcp:{}\r\n", d.destination.port().wrapping_add(1));
+    }
+    s.push_str("a=recvonly\r\n");
     s
 }
 
@@ -96,6 +99,7 @@ mod tests {
             codec: Codec::Pcmu,
             ptime_ms: 20,
             multicast_ttl: None,
+            rtcp_mux: false,
         });
         assert!(sdp.starts_with("v=0\r\n"));
         assert!(sdp.contains("c=IN IP4 192.0.2.10\r\n"));
@@ -119,6 +123,7 @@ mod tests {
             codec: Codec::Pcma,
             ptime_ms: 20,
             multicast_ttl: None,
+            rtcp_mux: false,
         });
         assert!(sdp.contains("c=IN IP6 ::1\r\n"));
         assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
@@ -134,6 +139,7 @@ mod tests {
             codec,
             ptime_ms,
             multicast_ttl: Some(8),
+            rtcp_mux: false,
         }
     }
 

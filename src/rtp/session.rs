@@ -121,6 +121,14 @@ impl RtpSession {
     pub fn skip(&mut self, timestamp_step: u32) {
         self.next_timestamp = self.next_timestamp.wrapping_add(timestamp_step);
     }
+
+    /// Uses up the next sequence number and `timestamp_step` without sending: the packet
+    /// had nowhere to go (a registered cluster with no address yet). The receiver that
+    /// comes back sees a gap in sequence numbers, which is what happened: loss.
+    pub fn lose(&mut self, timestamp_step: u32) {
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.next_timestamp = self.next_timestamp.wrapping_add(timestamp_step);
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ pub struct ClusterRow {
     pub enabled: bool,
     pub sdp_session_id: i64,
     pub created_at: String,
+    /// SHA-256 (hex) of the cluster's agent token, if it has one.
+    pub agent_key: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -258,8 +260,8 @@ impl Store {
     pub async fn insert_cluster(&self, c: &ClusterRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clusters (id, name, area_code, codec, ptime_ms, endpoint, volume, enabled,
-                                   sdp_session_id, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   sdp_session_id, created_at, agent_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -271,6 +273,7 @@ impl Store {
         .bind(c.enabled)
         .bind(c.sdp_session_id)
         .bind(&c.created_at)
+        .bind(&c.agent_key)
         .execute(&self.pool)
         .await
         .map_err(conflict_or_db)?;
@@ -634,6 +637,7 @@ mod tests {
             enabled: true,
             sdp_session_id: 1,
             created_at: now_rfc3339(),
+            agent_key: None,
         };
         assert!(matches!(
             store.insert_cluster(&row).await,

@@ -243,9 +243,13 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
-/// Receives on both sockets until an RTCP BYE arrives or `limit` passes.
-pub fn receive_until_bye(rx: &Receiver, limit: Duration) -> (Vec<Datagram>, Vec<Datagram>) {
+/// Receives on both sockets until the stream goes quiet (800 ms without RTP after the
+/// first packet), an RTCP BYE arrives, or `limit` passes. A cluster's RTP session outlives
+/// each programme, so the end of a programme is silence, not BYE.
+pub fn receive_stream(rx: &Receiver, limit: Duration) -> (Vec<Datagram>, Vec<Datagram>) {
     let rtp = rx.rtp.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rtp_done = done.clone();
     let rtp_thread = std::thread::spawn(move || {
         let mut out = Vec::new();
         let mut buf = [0u8; 2048];
@@ -267,12 +271,13 @@ pub fn receive_until_bye(rx: &Receiver, limit: Duration) -> (Vec<Datagram>, Vec<
                 }
             }
         }
+        rtp_done.store(true, std::sync::atomic::Ordering::Release);
         out
     });
     let mut rtcp = Vec::new();
     let mut buf = [0u8; 2048];
     let start = Instant::now();
-    while start.elapsed() < limit {
+    while start.elapsed() < limit && !done.load(std::sync::atomic::Ordering::Acquire) {
         if let Ok(n) = rx.rtcp.recv(&mut buf) {
             let bytes = buf[..n].to_vec();
             // A compound packet whose last part is BYE (packet type 203).
