@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -50,6 +51,8 @@ pub(crate) enum Command {
         priority: Priority,
         on_interrupt: Interruption,
         targets: Vec<Target>,
+        /// Start on the tick at this wall-clock instant; `None`: the next tick.
+        at: Option<SystemTime>,
     },
     Cancel {
         broadcast: String,
@@ -159,6 +162,29 @@ impl Engine {
                 priority,
                 on_interrupt,
                 targets,
+                at: None,
+            })
+            .is_ok()
+    }
+
+    /// As [`Engine::play`], starting on the tick at wall-clock instant `at` (the pacer's
+    /// ticks fall on whole multiples of the tick in wall-clock time, so a planned second
+    /// is a tick boundary). An `at` already past starts on the next tick.
+    pub fn play_at(
+        &self,
+        broadcast: &str,
+        priority: Priority,
+        on_interrupt: Interruption,
+        targets: Vec<Target>,
+        at: SystemTime,
+    ) -> bool {
+        self.commands
+            .send(Command::Play {
+                broadcast: broadcast.to_string(),
+                priority,
+                on_interrupt,
+                targets,
+                at: Some(at),
             })
             .is_ok()
     }

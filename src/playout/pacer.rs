@@ -39,6 +39,12 @@ const PROGRESS_EVERY_TICKS: u64 = 10;
 const MAX_CATCH_UP: Duration = Duration::from_millis(500);
 /// Cancels remembered for plays still being prepared when the cancel arrived.
 const REMEMBERED_CANCELS: usize = 1024;
+/// A planned start wakes an idle pacer this many ticks early, so the first packet
+/// leaves on its tick rather than after a cold wake-up.
+const WAKE_BEFORE_START_TICKS: u32 = 2;
+/// A planned instant within this of a tick boundary starts on that tick (wall-clock to
+/// grid rounding).
+const GRID_TOLERANCE: Duration = Duration::from_millis(1);
 /// Registered clusters' addresses are re-read at least this often (in ticks) even when
 /// nothing changed, so that one whose keepalives stopped loses its address on time.
 const REGISTRY_REFRESH_TICKS: u64 = 25;
@@ -112,6 +118,64 @@ pub(crate) struct Pacer {
     cancelled: VecDeque<String>,
     /// Streams that ended, with the tick their BYE is due and where it goes.
     byes: Vec<(u64, Link, Option<RtcpRoute>)>,
+    /// Plays prepared ahead of their planned instant.
+    planned: Vec<Planned>,
+}
+
+/// A play waiting for its planned instant.
+struct Planned {
+    at: SystemTime,
+    broadcast: String,
+    priority: super::Priority,
+    on_interrupt: super::Interruption,
+    targets: Vec<Target>,
+}
+
+/// The tick grid: tick k is due at `epoch + k·tick`, which is wall-clock time
+/// `epoch_wall + k·tick`. Anchored on whole multiples of the tick since the Unix epoch,
+/// so a planned second (a cron instant) falls exactly on a tick.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    tick: Duration,
+    epoch: Instant,
+    epoch_wall: SystemTime,
+}
+
+impl Clock {
+    /// A grid whose tick 0 is the next wall-clock multiple of `tick`.
+    fn aligned(tick: Duration) -> Self {
+        let (now, now_wall) = (Instant::now(), SystemTime::now());
+        let tick_ns = tick.as_nanos().max(1);
+        let since = now_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let offset = Duration::from_nanos(((tick_ns - since % tick_ns) % tick_ns) as u64);
+        Self {
+            tick,
+            epoch: now + offset,
+            epoch_wall: now_wall + offset,
+        }
+    }
+
+    fn offset(&self, k: u64) -> Duration {
+        Duration::from_nanos((self.tick.as_nanos() as u64).saturating_mul(k))
+    }
+
+    fn deadline(&self, k: u64) -> Instant {
+        self.epoch + self.offset(k)
+    }
+
+    fn wall(&self, k: u64) -> SystemTime {
+        self.epoch_wall + self.offset(k)
+    }
+
+    /// Makes tick k due now (after a stall), keeping the wall mapping in step.
+    fn reanchor(&mut self, k: u64) {
+        let behind = Instant::now().saturating_duration_since(self.deadline(k));
+        self.epoch += behind;
+        self.epoch_wall += behind;
+    }
 }
 
 impl Pacer {
@@ -148,6 +212,7 @@ impl Pacer {
             links: HashMap::new(),
             cancelled: VecDeque::new(),
             byes: Vec::new(),
+            planned: Vec::new(),
         })
     }
 
@@ -167,24 +232,44 @@ impl Pacer {
 
     pub(crate) fn run(mut self) {
         let tick = self.settings.tick;
-        let mut epoch = Instant::now();
+        let mut clock = Clock::aligned(tick);
         let mut k: u64 = 0;
         let mut frames = Vec::new();
         let mut events = Vec::new();
         'run: loop {
-            if self.arbiter.is_idle() && self.byes.is_empty() {
-                // Nothing airs: block until told otherwise, then restart the clock so the
-                // first packet leaves now.
-                let cmd = match self.commands.recv() {
-                    Ok(Command::Shutdown) | Err(_) => break 'run,
-                    Ok(cmd) => cmd,
+            if !self.busy(SystemTime::now()) {
+                // Nothing airs: block until told otherwise or until a planned start comes
+                // near, then restart the clock on the wall-clock grid.
+                let cmd = match self.earliest_planned() {
+                    Some(at) => {
+                        let wait = at
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default()
+                            .saturating_sub(tick * WAKE_BEFORE_START_TICKS);
+                        match self.commands.recv_timeout(wait) {
+                            Ok(Command::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                break 'run;
+                            }
+                            Ok(cmd) => Some(cmd),
+                            Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        }
+                    }
+                    None => match self.commands.recv() {
+                        Ok(Command::Shutdown) | Err(_) => break 'run,
+                        Ok(cmd) => Some(cmd),
+                    },
                 };
-                epoch = Instant::now();
+                clock = Clock::aligned(tick);
                 k = 0;
-                self.handle(cmd, k, &mut events);
-                self.forward(&mut events);
+                if let Some(cmd) = cmd {
+                    self.handle(cmd, k, clock.wall(k), &mut events);
+                    self.forward(&mut events);
+                }
+                if !self.busy(SystemTime::now()) {
+                    continue;
+                }
             }
-            let deadline = epoch + tick * (k as u32);
+            let deadline = clock.deadline(k);
             let now = Instant::now();
             if deadline > now {
                 std::thread::sleep(deadline - now);
@@ -193,16 +278,17 @@ impl Pacer {
                     behind_ms = (now - deadline).as_millis() as u64,
                     "pacer fell behind; re-anchoring"
                 );
-                epoch = now - tick * (k as u32);
+                clock.reanchor(k);
             }
             // Commands that arrived during the sleep take effect on this very tick.
             loop {
                 match self.commands.try_recv() {
                     Ok(Command::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => break 'run,
-                    Ok(cmd) => self.handle(cmd, k, &mut events),
+                    Ok(cmd) => self.handle(cmd, k, clock.wall(k), &mut events),
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
+            self.release_planned(k, clock.wall(k), &mut events);
             self.send_due_byes(k);
             self.refresh_registrations(k);
             self.arbiter.tick(k, &mut frames, &mut events);
@@ -229,39 +315,72 @@ impl Pacer {
         let _ = self.events.send(EngineEvent::Stopped);
     }
 
-    fn handle(&mut self, cmd: Command, now_tick: u64, events: &mut Vec<Event>) {
+    /// Something airs, a BYE is pending, or a planned start is near.
+    fn busy(&self, now: SystemTime) -> bool {
+        !self.arbiter.is_idle()
+            || !self.byes.is_empty()
+            || self
+                .earliest_planned()
+                .is_some_and(|at| at <= now + self.settings.tick * WAKE_BEFORE_START_TICKS)
+    }
+
+    fn earliest_planned(&self) -> Option<SystemTime> {
+        self.planned.iter().map(|p| p.at).min()
+    }
+
+    /// Starts the planned plays whose instant has come by tick `k` (wall time `wall`).
+    fn release_planned(&mut self, k: u64, wall: SystemTime, events: &mut Vec<Event>) {
+        if self.planned.is_empty() {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.planned)
+            .into_iter()
+            .partition(|p| p.at <= wall + GRID_TOLERANCE);
+        self.planned = later;
+        for p in due {
+            self.start(
+                p.broadcast,
+                p.priority,
+                p.on_interrupt,
+                p.targets,
+                k,
+                events,
+            );
+        }
+    }
+
+    fn handle(
+        &mut self,
+        cmd: Command,
+        now_tick: u64,
+        now_wall: SystemTime,
+        events: &mut Vec<Event>,
+    ) {
         match cmd {
             Command::Play {
                 broadcast,
                 priority,
                 on_interrupt,
                 targets,
+                at,
             } => {
                 if self.cancelled.contains(&broadcast) {
                     // Cancelled while its audio was being prepared.
                     return;
                 }
-                let broadcast: Arc<str> = broadcast.into();
-                let base = self.settings.tick.as_millis().max(1) as u64;
-                for target in targets {
-                    let cluster: ClusterKey = target.cluster_id.as_str().into();
-                    let every = (u64::from(target.ptime_ms) / base).max(1);
-                    self.arbiter.enqueue(
-                        cluster.clone(),
-                        every,
-                        now_tick,
-                        Programme {
-                            broadcast: broadcast.clone(),
-                            priority,
-                            frames: target.frames.clone(),
-                            on_interrupt,
-                        },
-                        events,
-                    );
-                    self.targets.insert(cluster, target);
+                match at {
+                    Some(at) if at > now_wall + GRID_TOLERANCE => self.planned.push(Planned {
+                        at,
+                        broadcast,
+                        priority,
+                        on_interrupt,
+                        targets,
+                    }),
+                    _ => self.start(broadcast, priority, on_interrupt, targets, now_tick, events),
                 }
             }
             Command::Cancel { broadcast } => {
+                self.planned.retain(|p| p.broadcast != broadcast);
                 self.arbiter.cancel(&broadcast, events);
                 if self.cancelled.len() >= REMEMBERED_CANCELS {
                     self.cancelled.pop_front();
@@ -279,6 +398,37 @@ impl Pacer {
                 }
             }
             Command::Shutdown => {}
+        }
+    }
+
+    /// Queues `targets` on their clusters' arbiters from tick `now_tick`.
+    fn start(
+        &mut self,
+        broadcast: String,
+        priority: super::Priority,
+        on_interrupt: super::Interruption,
+        targets: Vec<Target>,
+        now_tick: u64,
+        events: &mut Vec<Event>,
+    ) {
+        let broadcast: Arc<str> = broadcast.into();
+        let base = self.settings.tick.as_millis().max(1) as u64;
+        for target in targets {
+            let cluster: ClusterKey = target.cluster_id.as_str().into();
+            let every = (u64::from(target.ptime_ms) / base).max(1);
+            self.arbiter.enqueue(
+                cluster.clone(),
+                every,
+                now_tick,
+                Programme {
+                    broadcast: broadcast.clone(),
+                    priority,
+                    frames: target.frames.clone(),
+                    on_interrupt,
+                },
+                events,
+            );
+            self.targets.insert(cluster, target);
         }
     }
 
@@ -591,4 +741,37 @@ fn multicast_sender(ttl: u8, interface: std::net::Ipv4Addr) -> std::io::Result<S
     let sender = Sender::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     sender.set_multicast(u32::from(ttl), interface)?;
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_grid_falls_on_wall_clock_multiples_of_the_tick() {
+        let tick = Duration::from_millis(20);
+        let clock = Clock::aligned(tick);
+        for k in [0, 1, 49, 50_000] {
+            let since = clock
+                .wall(k)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap();
+            assert_eq!(since.as_nanos() % tick.as_nanos(), 0, "tick {k}");
+            assert_eq!(clock.deadline(k) - clock.epoch, tick * k as u32);
+        }
+        assert!(clock.epoch_wall >= SystemTime::now() - tick);
+    }
+
+    #[test]
+    fn reanchoring_moves_instant_and_wall_time_together() {
+        let mut clock = Clock::aligned(Duration::from_millis(20));
+        let (epoch, epoch_wall) = (clock.epoch, clock.epoch_wall);
+        std::thread::sleep(Duration::from_millis(30));
+        clock.reanchor(0);
+        let moved = clock.epoch - epoch;
+        assert_eq!(clock.epoch_wall.duration_since(epoch_wall).unwrap(), moved);
+        // Tick 0 was due up to 20 ms after the start; 30 ms later it is behind.
+        assert!(moved >= Duration::from_millis(5), "{moved:?}");
+        assert!(clock.deadline(0) <= Instant::now());
+    }
 }
