@@ -228,6 +228,9 @@ impl Config {
         if let Some(v) = env("LOAXA_ADMIN_TOKEN") {
             self.server.admin_token = Some(v);
         }
+        if let Some(v) = env("LOAXA_QUIET_HOURS") {
+            self.schedule.quiet_hours = v;
+        }
         if let Some(v) = env("LOAXA_RTP_PORT") {
             self.rtp.port = v.parse().map_err(|e| ConfigError::Env {
                 var: "LOAXA_RTP_PORT",
@@ -249,6 +252,12 @@ impl Config {
                 "rtp.ptime_ms",
                 "must be 10 or 20 (clusters use multiples of it up to 60)",
             );
+        }
+        if let Err(e) = crate::schedule::QuietHours::parse(&self.schedule.quiet_hours) {
+            return invalid("schedule.quiet_hours", &e.to_string());
+        }
+        if let Err(e) = crate::schedule::parse_timezone(&self.schedule.timezone) {
+            return invalid("schedule.timezone", &e.to_string());
         }
         if !(1..=3600).contains(&self.rtp.registration_timeout_s) {
             return invalid(
@@ -283,6 +292,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Quiet hours, if any (validated at load).
+    pub fn quiet_hours(&self) -> Option<crate::schedule::QuietHours> {
+        crate::schedule::QuietHours::parse(&self.schedule.quiet_hours)
+            .ok()
+            .flatten()
+    }
+
+    /// The default timezone of schedules (validated at load).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        crate::schedule::parse_timezone(&self.schedule.timezone).unwrap_or(chrono_tz::Tz::Asia__Ho_Chi_Minh)
     }
 
     /// The SQLite URL: the configured one, or `data_dir/loaxa.db`.

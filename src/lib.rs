@@ -12,9 +12,11 @@
 //! - [`library`]: uploaded files and the encode-once frame cache.
 //! - [`playout`]: the engine handle and the pacer thread that sends.
 //! - [`api`]: axum routes, auth, problem+json, OpenAPI.
+//! - [`calendar`]: the runner that airs approved campaigns at their planned instants.
 //! - [`server`]: wires it all and shuts it down in order.
 
 pub mod api;
+pub mod calendar;
 pub mod codec;
 pub mod config;
 pub mod fleet;

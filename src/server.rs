@@ -89,8 +89,10 @@ pub async fn run(
         library,
         config: config.clone(),
         admin_token_hash,
+        calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
     };
+    let calendar = tokio::spawn(crate::calendar::run(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -106,6 +108,9 @@ pub async fn run(
         .await
         .context("HTTP server failed")?;
 
+    // The calendar's every step is a committed transaction or nothing: stopping it
+    // between steps loses nothing.
+    calendar.abort();
     tracing::info!("shutting down: finishing the current packet batch");
     let stopping = engine.clone();
     tokio::task::spawn_blocking(move || stopping.shutdown()).await?;
@@ -159,7 +164,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Writes engine events to the store: the as-run log.
 /// Gives the engine the keepalive keys of every `registered` cluster, so that they
 /// reach their clusters again as soon as the agents' next keepalives arrive.
 async fn register_clusters(store: &Store, engine: &Engine) -> anyhow::Result<()> {
@@ -175,6 +179,7 @@ async fn register_clusters(store: &Store, engine: &Engine) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Writes engine events to the store: the as-run log.
 async fn record_events(store: Store, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
     while let Some(event) = events.recv().await {
         let result = match &event {
@@ -230,7 +235,10 @@ async fn finish(
     packets_sent: u64,
     at: &str,
 ) -> Result<(), crate::store::StoreError> {
+    let late = store.broadcast(broadcast).await?.late;
     let cluster_status = match outcome {
+        // A planned airing caught up after its instant: it aired in full, but late.
+        Outcome::Done if late => status::LATE,
         Outcome::Done => status::DONE,
         Outcome::Cancelled => status::CANCELLED,
         Outcome::Interrupted | Outcome::Dropped => status::INTERRUPTED,
@@ -242,6 +250,11 @@ async fn finish(
     if runs.iter().all(|r| status::is_final(&r.status)) {
         let overall = if runs.iter().all(|r| r.status == status::DONE) {
             status::DONE
+        } else if runs
+            .iter()
+            .all(|r| r.status == status::DONE || r.status == status::LATE)
+        {
+            status::LATE
         } else if runs.iter().any(|r| r.status == status::CANCELLED) {
             status::CANCELLED
         } else if runs.iter().any(|r| r.status == status::INTERRUPTED) {

@@ -2,28 +2,21 @@
 //! stored (queued) before it is acknowledged; its audio is prepared off the reactor and
 //! handed to the engine, whose events move it to playing and done.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::airing::{Airing, prepare_and_play, resolve_clusters};
 use super::areas::validation;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
-use crate::codec::Codec;
-use crate::fleet::{Endpoint, EndpointSpec};
-use crate::library::ClipRef;
-use crate::media::Loudness;
-use crate::playout::{Destination, Interruption, Priority, Target};
+use crate::playout::{Interruption, Priority};
 use crate::store::{
-    AudioRow, BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
+    BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -99,7 +92,8 @@ pub struct InterruptionView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Broadcast {
     id: String,
-    /// queued, playing, done, interrupted, cancelled or failed.
+    /// queued, playing, done, interrupted, cancelled or failed; for planned airings also
+    /// late (aired after its instant) or missed.
     status: String,
     priority: String,
     repeat: u32,
@@ -109,6 +103,13 @@ pub struct Broadcast {
     /// Why it failed or was interrupted.
     detail: Option<String>,
     created_at: String,
+    /// The campaign this airing belongs to (absent for play-now broadcasts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    campaign_id: Option<String>,
+    /// The instant the calendar planned it for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planned_at: Option<String>,
+    topic: Option<String>,
     started_at: Option<String>,
     ended_at: Option<String>,
     clusters: Vec<ClusterRun>,
@@ -117,7 +118,8 @@ pub struct Broadcast {
 /// Plays announcements now on the target clusters.
 #[utoipa::path(post, path = "/api/v1/broadcasts", tag = "broadcasts", security(("bearer" = [])),
     request_body = CreateBroadcast,
-    responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
+    responses((status = 202, body = Accepted), (status = 422, body = Problem),
+              (status = 409, body = Problem, description = "quiet hours: only emergencies air")))]
 async fn create_broadcast(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateBroadcast>,
@@ -175,32 +177,7 @@ async fn create_broadcast(
             "name at least one area or cluster".to_string(),
         ));
     }
-    let mut clusters: BTreeMap<String, ClusterRow> = BTreeMap::new();
-    for (i, code) in body.targets.areas.iter().enumerate() {
-        let codes = state.store.area_subtree(std::slice::from_ref(code)).await?;
-        if codes.is_empty() {
-            errors.push(FieldError::new(
-                format!("targets.areas[{i}]"),
-                format!("area `{code}` does not exist"),
-            ));
-            continue;
-        }
-        for c in state.store.clusters_in_areas(&codes).await? {
-            clusters.insert(c.id.clone(), c);
-        }
-    }
-    for (i, id) in body.targets.clusters.iter().enumerate() {
-        match state.store.cluster(id).await {
-            Ok(c) => {
-                clusters.insert(c.id.clone(), c);
-            }
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                format!("targets.clusters[{i}]"),
-                format!("cluster `{id}` does not exist"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut clusters = resolve_clusters(&state, &body.targets, &mut errors).await?;
     clusters.retain(|_, c| c.enabled);
     if errors.is_empty() && clusters.is_empty() {
         errors.push(FieldError::new(
@@ -211,6 +188,15 @@ async fn create_broadcast(
     let Some(priority) = priority.filter(|_| errors.is_empty()) else {
         return Err(validation(errors));
     };
+    if let Some(quiet) = state.config.quiet_hours() {
+        let local = chrono::Utc::now().with_timezone(&state.config.timezone());
+        if quiet.contains(local.time()) {
+            return Err(ApiError::Conflict(format!(
+                "it is quiet hours ({quiet}, {}): only emergencies air now",
+                state.config.schedule.timezone
+            )));
+        }
+    }
 
     let id = uuid::Uuid::new_v4().to_string();
     let row = BroadcastRow {
@@ -225,6 +211,10 @@ async fn create_broadcast(
         started_at: None,
         ended_at: None,
         on_interrupt: on_interrupt.as_str().into(),
+        campaign_id: None,
+        planned_at: None,
+        topic: audio.first().and_then(|a| a.topic.clone()),
+        late: false,
     };
     let runs: Vec<BroadcastClusterRow> = clusters
         .values()
@@ -237,6 +227,7 @@ async fn create_broadcast(
             packets_sent: 0,
             started_at: None,
             ended_at: None,
+            ptime_ms: c.ptime_ms,
         })
         .collect();
     state.store.insert_broadcast(&row, &runs).await?;
@@ -246,11 +237,14 @@ async fn create_broadcast(
     tokio::spawn(prepare_and_play(
         state,
         id.clone(),
-        priority,
-        on_interrupt,
-        repeat,
-        audio,
-        clusters,
+        Airing {
+            priority,
+            on_interrupt,
+            repeat,
+            audio,
+            clusters,
+            at: None,
+        },
     ));
 
     Ok((
@@ -261,106 +255,6 @@ async fn create_broadcast(
             status: status::QUEUED.to_string(),
         }),
     ))
-}
-
-/// Builds the frames of each (codec, ptime) once, then hands the broadcast to the engine.
-async fn prepare_and_play(
-    state: AppState,
-    id: String,
-    priority: Priority,
-    on_interrupt: Interruption,
-    repeat: u32,
-    audio: Vec<AudioRow>,
-    clusters: Vec<ClusterRow>,
-) {
-    match build_targets(&state, repeat, &audio, &clusters).await {
-        Ok(targets) => {
-            // It may have been cancelled while the audio was being prepared.
-            match state.store.broadcast(&id).await {
-                Ok(b) if b.status == status::QUEUED => {
-                    if !state.engine.play(&id, priority, on_interrupt, targets) {
-                        fail(&state, &id, "the playout engine has stopped").await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(broadcast = %id, error = %e, "cannot read broadcast"),
-            }
-        }
-        Err(why) => fail(&state, &id, &why).await,
-    }
-}
-
-async fn fail(state: &AppState, id: &str, why: &str) {
-    tracing::error!(broadcast = %id, reason = why, "broadcast failed");
-    let now = now_rfc3339();
-    if let Ok(runs) = state.store.broadcast_clusters(id).await {
-        for run in runs {
-            let _ = state
-                .store
-                .set_broadcast_cluster_status(id, &run.cluster_id, status::FAILED, None, &now)
-                .await;
-        }
-    }
-    let _ = state
-        .store
-        .set_broadcast_status(id, status::FAILED, Some(why))
-        .await;
-}
-
-async fn build_targets(
-    state: &AppState,
-    repeat: u32,
-    audio: &[AudioRow],
-    clusters: &[ClusterRow],
-) -> Result<Vec<Target>, String> {
-    let clips: Vec<ClipRef> = audio
-        .iter()
-        .map(|a| ClipRef {
-            id: a.id.clone(),
-            file_name: a.file_name.clone(),
-            loudness: a.loudness_lufs.zip(a.true_peak_dbtp).map(
-                |(integrated_lufs, true_peak_dbtp)| Loudness {
-                    integrated_lufs,
-                    true_peak_dbtp,
-                },
-            ),
-        })
-        .collect();
-    // One programme per (codec, ptime), shared by every cluster that uses it.
-    let mut programmes: BTreeMap<(Codec, u32), Arc<[Bytes]>> = BTreeMap::new();
-    let mut targets = Vec::with_capacity(clusters.len());
-    for c in clusters {
-        let codec: Codec = c
-            .codec
-            .parse()
-            .map_err(|e: crate::codec::UnknownCodec| e.to_string())?;
-        let ptime_ms = c.ptime_ms as u32;
-        let spec: EndpointSpec = serde_json::from_str(&c.endpoint).map_err(|e| e.to_string())?;
-        let endpoint = Endpoint::parse(&spec).map_err(|(f, e)| format!("{f}: {}", e.0))?;
-        let frames = match programmes.get(&(codec, ptime_ms)) {
-            Some(f) => f.clone(),
-            None => {
-                let frames = state
-                    .library
-                    .programme(&clips, repeat, codec, ptime_ms)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                programmes.insert((codec, ptime_ms), frames.clone());
-                frames
-            }
-        };
-        targets.push(Target {
-            cluster_id: c.id.clone(),
-            destination: endpoint
-                .rtp_destination()
-                .map_or(Destination::Registered, Destination::Fixed),
-            codec,
-            ptime_ms,
-            multicast_ttl: endpoint.multicast_ttl(),
-            frames,
-        });
-    }
-    Ok(targets)
 }
 
 async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError> {
@@ -405,6 +299,9 @@ async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError
         on_interrupt: row.on_interrupt,
         detail: row.detail,
         created_at: row.created_at,
+        campaign_id: row.campaign_id,
+        planned_at: row.planned_at,
+        topic: row.topic,
         started_at: row.started_at,
         ended_at: row.ended_at,
         clusters,

@@ -1,12 +1,15 @@
 //! The HTTP API: one router per resource, bearer auth on `/api/`, problem+json errors,
 //! and the OpenAPI document generated from the same route definitions so it cannot drift.
 
+pub(crate) mod airing;
 pub mod areas;
 pub mod audio;
 pub mod auth;
 pub mod broadcasts;
+pub mod campaigns;
 pub mod clusters;
 pub mod problem;
+pub mod reports;
 pub mod system;
 
 use std::sync::{Arc, OnceLock};
@@ -35,6 +38,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// SHA-256 of the bootstrap admin token.
     pub admin_token_hash: [u8; 32],
+    /// Wakes the calendar runner when campaigns change.
+    pub calendar: Arc<tokio::sync::Notify>,
     /// The document generated from the routes, set once when the app is built.
     pub openapi: Arc<OnceLock<Arc<utoipa::openapi::OpenApi>>>,
 }
@@ -66,6 +71,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(areas::router())
         .merge(clusters::router())
         .merge(broadcasts::router())
+        .merge(campaigns::router())
+        .merge(reports::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
         .route_layer(axum::middleware::from_fn_with_state(

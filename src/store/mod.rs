@@ -9,6 +9,9 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+mod campaigns;
+pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +95,13 @@ pub struct BroadcastRow {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub on_interrupt: String,
+    /// The campaign this airing belongs to; `None` for a play-now broadcast.
+    pub campaign_id: Option<String>,
+    /// The instant the calendar planned it for.
+    pub planned_at: Option<String>,
+    pub topic: Option<String>,
+    /// Aired after its planned instant (caught up after a restart).
+    pub late: bool,
 }
 
 /// A higher priority cut into a broadcast on one cluster.
@@ -115,6 +125,8 @@ pub struct BroadcastClusterRow {
     pub packets_sent: i64,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    /// The cluster's packet duration when it aired: packets_sent × ptime_ms is airtime.
+    pub ptime_ms: i64,
 }
 
 /// Statuses a broadcast (and each of its clusters) moves through.
@@ -125,10 +137,15 @@ pub mod status {
     pub const INTERRUPTED: &str = "interrupted";
     pub const CANCELLED: &str = "cancelled";
     pub const FAILED: &str = "failed";
+    /// A planned airing that aired after its instant (caught up after a restart).
+    pub const LATE: &str = "late";
+    /// A planned airing that did not air (the daemon was down past the grace window, or
+    /// it fell in quiet hours).
+    pub const MISSED: &str = "missed";
 
     /// A status nothing will change any more.
     pub fn is_final(s: &str) -> bool {
-        matches!(s, DONE | INTERRUPTED | CANCELLED | FAILED)
+        matches!(s, DONE | INTERRUPTED | CANCELLED | FAILED | LATE | MISSED)
     }
 }
 
@@ -394,11 +411,25 @@ impl Store {
         b: &BroadcastRow,
         clusters: &[BroadcastClusterRow],
     ) -> Result<(), StoreError> {
+        self.insert_broadcast_tx(b, clusters)
+            .await?
+            .commit()
+            .await?;
+        Ok(())
+    }
+
+    /// [`Store::insert_broadcast`], leaving the transaction open for the caller to add to.
+    pub(crate) async fn insert_broadcast_tx(
+        &self,
+        b: &BroadcastRow,
+        clusters: &[BroadcastClusterRow],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO broadcasts (id, status, priority, repeat, audio_ids, targets, detail,
-                                     created_at, started_at, ended_at, on_interrupt)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     created_at, started_at, ended_at, on_interrupt,
+                                     campaign_id, planned_at, topic, late)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.id)
         .bind(&b.status)
@@ -411,13 +442,18 @@ impl Store {
         .bind(&b.started_at)
         .bind(&b.ended_at)
         .bind(&b.on_interrupt)
+        .bind(&b.campaign_id)
+        .bind(&b.planned_at)
+        .bind(&b.topic)
+        .bind(b.late)
         .execute(&mut *tx)
         .await?;
         for c in clusters {
             sqlx::query(
                 "INSERT INTO broadcast_clusters (broadcast_id, cluster_id, cluster_name, area_code,
-                                                 status, packets_sent, started_at, ended_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                                 status, packets_sent, started_at, ended_at,
+                                                 ptime_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&c.broadcast_id)
             .bind(&c.cluster_id)
@@ -427,11 +463,11 @@ impl Store {
             .bind(c.packets_sent)
             .bind(&c.started_at)
             .bind(&c.ended_at)
+            .bind(c.ptime_ms)
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(tx)
     }
 
     pub async fn broadcast(&self, id: &str) -> Result<BroadcastRow, StoreError> {
@@ -464,8 +500,9 @@ impl Store {
     ) -> Result<Vec<BroadcastRow>, StoreError> {
         let rows: Vec<BroadcastRow> = sqlx::query_as(
             "SELECT * FROM broadcasts
-             WHERE (?1 IS NULL OR created_at >= ?1) AND (?2 IS NULL OR created_at < ?2)
-             ORDER BY created_at DESC, id LIMIT 1000",
+             WHERE (?1 IS NULL OR COALESCE(planned_at, created_at) >= ?1)
+               AND (?2 IS NULL OR COALESCE(planned_at, created_at) < ?2)
+             ORDER BY COALESCE(planned_at, created_at) DESC, id LIMIT 1000",
         )
         .bind(from)
         .bind(to)
@@ -536,7 +573,8 @@ impl Store {
                  detail = COALESCE(?3, detail),
                  started_at = COALESCE(started_at, ?4),
                  ended_at = COALESCE(ended_at, ?5)
-             WHERE id = ?1 AND status NOT IN ('done', 'interrupted', 'cancelled', 'failed')",
+             WHERE id = ?1 AND status NOT IN ('done', 'interrupted', 'cancelled', 'failed',
+                                              'late', 'missed')",
         )
         .bind(id)
         .bind(status)
@@ -561,7 +599,8 @@ impl Store {
         let ended = status::is_final(status).then_some(at);
         sqlx::query(
             "UPDATE broadcast_clusters SET
-                 status = CASE WHEN status IN ('done', 'interrupted', 'cancelled', 'failed')
+                 status = CASE WHEN status IN ('done', 'interrupted', 'cancelled', 'failed',
+                                               'late', 'missed')
                                THEN status ELSE ?3 END,
                  packets_sent = COALESCE(?4, packets_sent),
                  started_at = COALESCE(started_at, ?5),
@@ -580,20 +619,22 @@ impl Store {
     }
 
     /// Broadcasts left queued or playing by a process that stopped without closing them
-    /// (a crash): they are interrupted, never vanished.
+    /// (a crash): they are interrupted, never vanished. Planned airings that had not
+    /// started are left queued for the calendar to resume.
     pub async fn interrupt_unfinished(&self, detail: &str) -> Result<u64, StoreError> {
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE broadcast_clusters SET status = 'interrupted', ended_at = ?1
-             WHERE status IN ('queued', 'playing')",
+             WHERE status = 'playing' OR (status = 'queued' AND broadcast_id NOT IN
+                 (SELECT id FROM broadcasts WHERE status = 'queued' AND campaign_id IS NOT NULL))",
         )
         .bind(&now)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
             "UPDATE broadcasts SET status = 'interrupted', ended_at = ?1, detail = ?2
-             WHERE status IN ('queued', 'playing')",
+             WHERE status = 'playing' OR (status = 'queued' AND campaign_id IS NULL)",
         )
         .bind(&now)
         .bind(detail)

@@ -34,18 +34,25 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/loaxa.toml");
-    spawn_app_with(dir, &config).await
+    spawn_app_with(dir, &config, &[]).await
 }
 
 /// Starts the daemon with a config file of the test's own.
 pub async fn spawn_app_with_config(toml: &str) -> TestApp {
+    spawn_app_with_config_env(toml, &[]).await
+}
+
+/// Starts the daemon with a config file and environment variables of the test's own.
+pub async fn spawn_app_with_config_env(toml: &str, env: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("loaxa.toml");
     std::fs::write(&config, toml).expect("write config");
-    spawn_app_with(dir, &config).await
+    spawn_app_with(dir, &config, env).await
 }
 
-async fn spawn_app_with(dir: tempfile::TempDir, config: &Path) -> TestApp {
+/// Starts the daemon. Quiet hours are off unless `env` sets `LOAXA_QUIET_HOURS`: the
+/// suite must pass at any hour of the day in Vietnam.
+pub async fn spawn_app_with(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> TestApp {
     let stderr_path = dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loaxa"))
@@ -57,6 +64,8 @@ async fn spawn_app_with(dir: tempfile::TempDir, config: &Path) -> TestApp {
         .env("LOAXA_ADMIN_TOKEN", TOKEN)
         .env("LOAXA_RTP_PORT", "0")
         .env("RUST_LOG", "info,symphonia=warn")
+        .env("LOAXA_QUIET_HOURS", "")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
         .spawn()
