@@ -290,55 +290,89 @@ async fn record(
     Ok(())
 }
 
-/// Airings recorded before a restart that had not started: they air at their instant,
-/// late within the grace window, or are logged missed.
+/// Airings recorded before a restart that had not started: each campaign's are judged
+/// as a fresh catch-up would be ([`fates`]): those still ahead air at their instant, the
+/// most recent past one within the grace window airs late, the others are missed.
 async fn resume_recorded(state: &AppState) -> Result<(), StoreError> {
     let now = Utc::now();
     let grace = TimeDelta::seconds(state.config.schedule.missed_run_grace_s as i64);
+    let quiet = state.config.quiet_hours();
+    let tz = state.config.timezone();
+    let mut by_campaign: std::collections::BTreeMap<String, Vec<(DateTime<Utc>, BroadcastRow)>> =
+        Default::default();
     for row in state.store.queued_planned_airings().await? {
-        let Some(planned) = row.planned_at.as_deref().and_then(parse_stamp) else {
-            continue;
+        if let (Some(campaign), Some(planned)) = (
+            row.campaign_id.clone(),
+            row.planned_at.as_deref().and_then(parse_stamp),
+        ) {
+            by_campaign
+                .entry(campaign)
+                .or_default()
+                .push((planned, row));
+        }
+    }
+    for (campaign_id, mut rows) in by_campaign {
+        rows.sort_by_key(|(planned, _)| *planned);
+        let mut due: Vec<DateTime<Utc>> = rows.iter().map(|(t, _)| *t).collect();
+        // Instants that passed while the daemon was down and were never recorded come
+        // after every recorded one: the calendar's next pass deals with them, and they
+        // supersede the recorded ones here.
+        if let Ok(campaign) = state.store.campaign(&campaign_id).await
+            && let (Ok(schedule), Some(cursor)) = (
+                stored_schedule(&campaign, &state.config.schedule.timezone),
+                parse_stamp(&campaign.last_planned_at),
+            )
+        {
+            due.extend(schedule.occurrences(
+                cursor + TimeDelta::milliseconds(1),
+                now - LATE_AFTER,
+                1,
+            ));
+        }
+        let in_quiet = |t: DateTime<Utc>| {
+            quiet
+                .as_ref()
+                .is_some_and(|q| q.contains(t.with_timezone(&tz).time()))
         };
-        let late = planned < now - LATE_AFTER;
-        if late && now - planned > grace {
-            state
-                .store
-                .close_unstarted(
-                    &row.id,
-                    status::MISSED,
-                    "the daemon was not running at its planned time",
-                )
-                .await?;
-            continue;
-        }
-        if late {
-            state.store.mark_late(&row.id).await?;
-        }
-        let mut audio = Vec::new();
-        for id in serde_json::from_str::<Vec<String>>(&row.audio_ids).unwrap_or_default() {
-            if let Ok(a) = state.store.audio(&id).await {
-                audio.push(a);
+        for ((planned, row), fate) in rows.into_iter().zip(fates(&due, now, grace, in_quiet)) {
+            match fate {
+                Fate::Missed(why) => {
+                    state
+                        .store
+                        .close_unstarted(&row.id, status::MISSED, why)
+                        .await?;
+                    continue;
+                }
+                Fate::Late => state.store.mark_late(&row.id).await?,
+                Fate::OnTime => {}
             }
-        }
-        let mut clusters = Vec::new();
-        for run in state.store.broadcast_clusters(&row.id).await? {
-            if let Ok(c) = state.store.cluster(&run.cluster_id).await {
-                clusters.push(c);
+            let mut audio = Vec::new();
+            for id in serde_json::from_str::<Vec<String>>(&row.audio_ids).unwrap_or_default() {
+                if let Ok(a) = state.store.audio(&id).await {
+                    audio.push(a);
+                }
             }
+            let mut clusters = Vec::new();
+            for run in state.store.broadcast_clusters(&row.id).await? {
+                if let Ok(c) = state.store.cluster(&run.cluster_id).await {
+                    clusters.push(c);
+                }
+            }
+            tracing::info!(broadcast = %row.id, planned = %stamp(planned), ?fate,
+                           "resuming a recorded airing");
+            tokio::spawn(prepare_and_play(
+                state.clone(),
+                row.id.clone(),
+                Airing {
+                    priority: priority_of(&row.priority),
+                    on_interrupt: interruption_of(&row.on_interrupt),
+                    repeat: row.repeat.clamp(1, 100) as u32,
+                    audio,
+                    clusters,
+                    at: (fate == Fate::OnTime).then(|| SystemTime::from(planned)),
+                },
+            ));
         }
-        tracing::info!(broadcast = %row.id, planned = %stamp(planned), late, "resuming a recorded airing");
-        tokio::spawn(prepare_and_play(
-            state.clone(),
-            row.id.clone(),
-            Airing {
-                priority: priority_of(&row.priority),
-                on_interrupt: interruption_of(&row.on_interrupt),
-                repeat: row.repeat.clamp(1, 100) as u32,
-                audio,
-                clusters,
-                at: (!late).then(|| SystemTime::from(planned)),
-            },
-        ));
     }
     Ok(())
 }

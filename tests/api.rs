@@ -75,7 +75,11 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
             routes.push((method.to_uppercase(), concrete));
         }
     }
-    assert!(routes.len() >= 24, "only {} routes: {routes:?}", routes.len());
+    assert!(
+        routes.len() >= 24,
+        "only {} routes: {routes:?}",
+        routes.len()
+    );
     for (method, path) in routes {
         for token in [None, Some("wrong-token-wrong-token"), Some("")] {
             let mut req = app.client.request(method.parse().unwrap(), app.url(&path));

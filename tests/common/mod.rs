@@ -52,7 +52,11 @@ pub async fn spawn_app_with_config_env(toml: &str, env: &[(&str, &str)]) -> Test
 
 /// Starts the daemon. Quiet hours are off unless `env` sets `LOAXA_QUIET_HOURS`: the
 /// suite must pass at any hour of the day in Vietnam.
-pub async fn spawn_app_with(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> TestApp {
+pub async fn spawn_app_with(
+    dir: tempfile::TempDir,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> TestApp {
     let stderr_path = dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_loaxa"))
