@@ -82,6 +82,9 @@ pub struct HealthConfig {
 pub struct EmergencyConfig {
     pub attention_tone: bool,
     pub cap_geocode_value_name: String,
+    /// Audio id aired after the attention tone for a CAP alert that carries no audio
+    /// ("" : the tone alone).
+    pub fallback_audio_id: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -158,6 +161,7 @@ impl Default for EmergencyConfig {
         Self {
             attention_tone: true,
             cap_geocode_value_name: "loaxa".into(),
+            fallback_audio_id: String::new(),
         }
     }
 }

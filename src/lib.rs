@@ -6,6 +6,7 @@
 //! - [`rtp`]: RTP sessions, RTCP sender reports and BYE, SDP.
 //! - [`playout::arbiter`]: which programme each cluster airs at each tick.
 //! - [`schedule`]: cron rules (POSIX meaning), occurrences, quiet hours.
+//! - [`cap`]: CAP 1.2 alerts parsed and validated.
 //! - [`fleet`]: areas, cluster endpoints: domain types parsed at the edge.
 //! - [`config`]: the TOML file and `LOAXA_*` overrides.
 //! - [`store`]: SQLite (WAL) with embedded migrations.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod calendar;
+pub mod cap;
 pub mod codec;
 pub mod config;
 pub mod fleet;

@@ -83,7 +83,7 @@ pub struct ClipRef {
 }
 
 type FrameKey = (String, Codec, u32);
-type Frames = Arc<[Bytes]>;
+pub type Frames = Arc<[Bytes]>;
 
 /// Bumped when the frame file layout or the way clips are prepared changes, so stale
 /// cache files are never read.
@@ -91,6 +91,8 @@ const FRAME_FORMAT: &str = "loaxa-frames-1";
 const FRAME_MAGIC: &[u8; 8] = b"LXFRAME1";
 /// Key of the generated attention chime in the frame cache.
 const CHIME_ID: &str = "_chime";
+/// Key of the generated emergency attention tone in the frame cache.
+const ATTENTION_ID: &str = "_attention";
 
 pub struct Library {
     audio_dir: PathBuf,
@@ -248,6 +250,70 @@ impl Library {
         Ok(all.into())
     }
 
+    /// An emergency programme for one (codec, ptime): `repeat` times the attention tone
+    /// (if `tone`) then the clips back to back, with `interval_ms` of silence between
+    /// rounds. No chime: the attention tone is the emergency's own signal.
+    pub async fn emergency_programme(
+        &self,
+        clips: &[ClipRef],
+        repeat: u32,
+        interval_ms: u32,
+        tone: bool,
+        codec: Codec,
+        ptime_ms: u32,
+    ) -> Result<Frames, LibraryError> {
+        let mut items = Vec::with_capacity(clips.len());
+        for clip in clips {
+            items.push(self.frames(clip, codec, ptime_ms).await?);
+        }
+        let silence = |ms: u32| {
+            let n = (ms / ptime_ms.max(1)) as usize;
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            codec
+                .silence(ptime_ms, n, &self.settings.codec)
+                .map_err(|e| LibraryError::Encode(e.to_string()))
+        };
+        let gap = silence(self.settings.gap_ms)?;
+        let interval = silence(interval_ms)?;
+        let attention = if tone {
+            Some(self.attention(codec, ptime_ms).await?)
+        } else {
+            None
+        };
+        let mut all = Vec::new();
+        for round in 0..repeat.max(1) {
+            if round > 0 {
+                all.extend(interval.iter().cloned());
+            }
+            if let Some(attention) = &attention {
+                all.extend(attention.iter().cloned());
+                all.extend(gap.iter().cloned());
+            }
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    all.extend(gap.iter().cloned());
+                }
+                all.extend(item.iter().cloned());
+            }
+        }
+        Ok(all.into())
+    }
+
+    /// Prepares (encodes and caches) `clip` for every (codec, ptime) in `formats`, so an
+    /// emergency that uses it later starts at once.
+    pub async fn prepare(&self, clip: &ClipRef, formats: &[(Codec, u32)]) {
+        for &(codec, ptime_ms) in formats {
+            if let Err(e) = self.frames(clip, codec, ptime_ms).await {
+                tracing::warn!(clip = %clip.id, %codec, error = %e, "could not prepare a clip");
+            }
+            if let Err(e) = self.attention(codec, ptime_ms).await {
+                tracing::warn!(%codec, error = %e, "could not prepare the attention tone");
+            }
+        }
+    }
+
     /// The payload frames of one clip for `codec` at `ptime_ms`: normalised, resampled
     /// (band-limited) and encoded once, then served from memory or the disk cache.
     pub async fn frames(
@@ -296,6 +362,23 @@ impl Library {
             self.load_or_build(CHIME_ID, codec, ptime_ms, move || {
                 let rate = codec.sample_rate();
                 let mut samples = chime_samples(rate);
+                media::normalise(&mut samples, rate, settings.target());
+                codec
+                    .encode(&samples, ptime_ms, &settings.codec)
+                    .map_err(|e| LibraryError::Encode(e.to_string()))
+            })
+        })
+        .await
+        .cloned()
+    }
+
+    async fn attention(&self, codec: Codec, ptime_ms: u32) -> Result<Frames, LibraryError> {
+        let cell = self.cell(ATTENTION_ID, codec, ptime_ms);
+        let settings = self.settings;
+        cell.get_or_try_init(|| {
+            self.load_or_build(ATTENTION_ID, codec, ptime_ms, move || {
+                let rate = codec.sample_rate();
+                let mut samples = attention_samples(rate);
                 media::normalise(&mut samples, rate, settings.target());
                 codec
                     .encode(&samples, ptime_ms, &settings.codec)
@@ -413,6 +496,29 @@ fn chime_samples(rate: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The emergency attention tone, 2 s: the 853 Hz + 960 Hz pair of broadcast warning
+/// systems (the EAS attention signal), in four 0.4 s bursts so it cannot be mistaken for
+/// a programme's chime, as mono samples at `rate`. Rates below 2 kHz Nyquist (8 kHz
+/// G.711) still carry both tones.
+fn attention_samples(rate: u32) -> Vec<f32> {
+    let n = (rate as f32 * 2.0) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            let in_burst = (t % 0.5) < 0.4;
+            // 5 ms ramps at each burst edge: no clicks.
+            let edge = (t % 0.5).min(0.4 - (t % 0.5)).max(0.0);
+            let ramp = (edge / 0.005).min(1.0);
+            if !in_burst {
+                return 0.0;
+            }
+            0.45 * ramp
+                * ((std::f32::consts::TAU * 853.0 * t).sin()
+                    + (std::f32::consts::TAU * 960.0 * t).sin())
+        })
+        .collect()
+}
+
 /// Keeps a short alphanumeric extension of the uploaded name, for the decoder's hint.
 pub fn sanitize_extension(ext: Option<&str>) -> Option<String> {
     let ext = ext?.to_ascii_lowercase();
@@ -458,6 +564,17 @@ mod tests {
         huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(parse_frames(Bytes::from(huge)).is_none());
         assert!(parse_frames(Bytes::from_static(b"not a frame file")).is_none());
+    }
+
+    #[test]
+    fn the_attention_tone_is_two_seconds_of_bursts_under_full_scale() {
+        let s = attention_samples(8000);
+        assert_eq!(s.len(), 16_000);
+        let peak = s.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(peak > 0.5 && peak <= 0.9, "{peak}");
+        // Silent between bursts (0.4 s on, 0.1 s off).
+        assert!(s[3300..3900].iter().all(|x| x.abs() < 1e-6));
+        assert!(s[800..1200].iter().any(|x| x.abs() > 0.3));
     }
 
     #[test]

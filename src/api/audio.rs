@@ -236,7 +236,49 @@ async fn store_upload(
         .and_then(|n| std::path::Path::new(n).extension())
         .and_then(|e| e.to_str())
         .and_then(|e| sanitize_extension(Some(e)));
-    let size_bytes = size_bytes as i64;
+    let row = ingest_upload(
+        state,
+        Upload {
+            id: id.clone(),
+            path: upload,
+            extension,
+            title,
+            topic,
+            original_name,
+            size_bytes: size_bytes as i64,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/audio/{id}"))],
+        Json(Audio::from(row)),
+    ))
+}
+
+/// A file written to [`crate::library::Library::upload_path`], with what is known of it.
+pub(crate) struct Upload {
+    pub id: String,
+    pub path: std::path::PathBuf,
+    pub extension: Option<String>,
+    pub title: String,
+    pub topic: Option<String>,
+    pub original_name: Option<String>,
+    pub size_bytes: i64,
+}
+
+/// Decodes and measures an upload; if it is good audio it joins the library (file and
+/// row), otherwise nothing is left of it and the answer says why.
+pub(crate) async fn ingest_upload(state: &AppState, upload: Upload) -> Result<AudioRow, ApiError> {
+    let Upload {
+        id,
+        path: upload,
+        extension,
+        title,
+        topic,
+        original_name,
+        size_bytes,
+    } = upload;
     let ingested = state
         .library
         .ingest(&id, upload, extension)
@@ -269,11 +311,36 @@ async fn store_upload(
         state.library.remove(&id, &ingested.file_name).await;
         return Err(e.into());
     }
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/v1/audio/{id}"))],
-        Json(Audio::from(row)),
-    ))
+    prepare_for_fleet(state, &row);
+    Ok(row)
+}
+
+/// Encodes a new clip for every (codec, ptime) the fleet uses, in the background, so that
+/// an emergency using it starts at once.
+fn prepare_for_fleet(state: &AppState, row: &AudioRow) {
+    let state = state.clone();
+    let clip = crate::library::ClipRef {
+        id: row.id.clone(),
+        file_name: row.file_name.clone(),
+        loudness: row.loudness_lufs.zip(row.true_peak_dbtp).map(
+            |(integrated_lufs, true_peak_dbtp)| crate::media::Loudness {
+                integrated_lufs,
+                true_peak_dbtp,
+            },
+        ),
+    };
+    tokio::spawn(async move {
+        let Ok(clusters) = state.store.clusters().await else {
+            return;
+        };
+        let mut formats: Vec<(crate::codec::Codec, u32)> = clusters
+            .iter()
+            .filter_map(|c| Some((c.codec.parse().ok()?, c.ptime_ms as u32)))
+            .collect();
+        formats.sort();
+        formats.dedup();
+        state.library.prepare(&clip, &formats).await;
+    });
 }
 
 fn decode_problem(e: DecodeError) -> ApiError {

@@ -67,10 +67,10 @@ pub struct Accepted {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClusterRun {
-    id: String,
+    pub(crate) id: String,
     name: String,
     area_code: String,
-    status: String,
+    pub(crate) status: String,
     packets_sent: u64,
     started_at: Option<String>,
     ended_at: Option<String>,
@@ -112,7 +112,7 @@ pub struct Broadcast {
     topic: Option<String>,
     started_at: Option<String>,
     ended_at: Option<String>,
-    clusters: Vec<ClusterRun>,
+    pub(crate) clusters: Vec<ClusterRun>,
 }
 
 /// Plays announcements now on the target clusters.
@@ -257,7 +257,7 @@ async fn create_broadcast(
     ))
 }
 
-async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError> {
+pub(crate) async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcast, ApiError> {
     let runs = state.store.broadcast_clusters(&row.id).await?;
     let interruptions = state.store.interruptions(&row.id).await?;
     let clusters = runs

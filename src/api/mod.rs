@@ -3,11 +3,13 @@
 
 pub(crate) mod airing;
 pub mod areas;
+pub mod audit;
 pub mod audio;
 pub mod auth;
 pub mod broadcasts;
 pub mod campaigns;
 pub mod clusters;
+pub mod emergency;
 pub mod problem;
 pub mod reports;
 pub mod system;
@@ -73,8 +75,10 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(broadcasts::router())
         .merge(campaigns::router())
         .merge(reports::router())
+        .merge(audit::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
+        .merge(emergency::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -229,28 +229,33 @@ where
                     ApiError::BadRequest(format!("could not read the body: {e}"))
                 }
             })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize::<_, T>(&mut de) {
-            Ok(value) => Ok(JsonBody(value)),
-            Err(err) => {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    Err(ApiError::BadRequest(format!(
-                        "the body is not valid JSON: {inner}"
-                    )))
-                } else {
-                    let message = inner.to_string();
-                    let field = field_of(&path, &message);
-                    Err(ApiError::Validation {
-                        detail: if field.is_empty() {
-                            message.clone()
-                        } else {
-                            format!("{field}: {message}")
-                        },
-                        errors: vec![FieldError { field, message }],
-                    })
-                }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body into `T`, with the same problem answers as [`JsonBody`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(ApiError::BadRequest(format!(
+                    "the body is not valid JSON: {inner}"
+                )))
+            } else {
+                let message = inner.to_string();
+                let field = field_of(&path, &message);
+                Err(ApiError::Validation {
+                    detail: if field.is_empty() {
+                        message.clone()
+                    } else {
+                        format!("{field}: {message}")
+                    },
+                    errors: vec![FieldError { field, message }],
+                })
             }
         }
     }

@@ -10,7 +10,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 
 mod campaigns;
+mod emergency;
 pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
+pub use emergency::{AuditEntry, AuditRow, CapAlertRow, EmergencyRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
