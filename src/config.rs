@@ -42,6 +42,8 @@ pub struct ScheduleConfig {
     pub quiet_hours: String,
     pub missed_run_grace_s: u64,
     pub approval_required: bool,
+    /// Directory of campaign files (`*.toml`), read at start and on SIGHUP.
+    pub files_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -117,6 +119,7 @@ impl Default for ScheduleConfig {
             timezone: "Asia/Ho_Chi_Minh".into(),
             quiet_hours: "22:00-05:00".into(),
             missed_run_grace_s: 600,
+            files_dir: PathBuf::from("schedules"),
             approval_required: true,
         }
     }
@@ -231,6 +234,9 @@ impl Config {
         }
         if let Some(v) = env("LOAXA_ADMIN_TOKEN") {
             self.server.admin_token = Some(v);
+        }
+        if let Some(v) = env("LOAXA_SCHEDULES_DIR") {
+            self.schedule.files_dir = PathBuf::from(v);
         }
         if let Some(v) = env("LOAXA_QUIET_HOURS") {
             self.schedule.quiet_hours = v;

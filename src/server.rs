@@ -92,7 +92,11 @@ pub async fn run(
         calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
     };
+    if let Err(e) = crate::file_campaigns::sync(&state, &config.schedule.files_dir).await {
+        tracing::error!(error = %e, "cannot load the schedule files");
+    }
     let calendar = tokio::spawn(crate::calendar::run(state.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -111,6 +115,7 @@ pub async fn run(
     // The calendar's every step is a committed transaction or nothing: stopping it
     // between steps loses nothing.
     calendar.abort();
+    reloader.abort();
     tracing::info!("shutting down: finishing the current packet batch");
     let stopping = engine.clone();
     tokio::task::spawn_blocking(move || stopping.shutdown()).await?;
@@ -162,6 +167,29 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Reads the schedule files again on each SIGHUP.
+async fn reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot listen for SIGHUP; schedule files load at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the schedule files");
+            if let Err(e) =
+                crate::file_campaigns::sync(&state, &state.config.schedule.files_dir).await
+            {
+                tracing::error!(error = %e, "cannot reload the schedule files");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// Gives the engine the keepalive keys of every `registered` cluster, so that they

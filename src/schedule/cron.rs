@@ -635,4 +635,126 @@ mod tests {
         // Both day fields restricted: Mondays of February still fire.
         assert!(cron("0 0 31 2 1").can_ever_fire());
     }
+
+    /// Our POSIX rule in the `cron` crate's syntax, for rules where the two readings agree:
+    /// seconds first (`0` prepended to five fields) and numeric days of week shifted by one
+    /// (the crate counts Sunday = 1; names need no change, nor do steps).
+    fn in_cron_crate_syntax(rule: &str) -> String {
+        let fields: Vec<&str> = rule.split_whitespace().collect();
+        if fields.len() == 1 {
+            return rule.to_string(); // a macro: both read them alike
+        }
+        let (seconds, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
+            n => panic!("{rule}: {n} fields"),
+        };
+        let mut dow = String::new();
+        let mut number = String::new();
+        let mut after_slash = false;
+        for c in rest[4].chars().chain(std::iter::once(',')) {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            if !number.is_empty() {
+                let n: u32 = number.parse().expect("a number");
+                let shifted = if after_slash { n } else { n + 1 };
+                dow.push_str(&shifted.to_string());
+                number.clear();
+            }
+            after_slash = c == '/';
+            dow.push(c);
+        }
+        dow.pop(); // the sentinel comma
+        format!(
+            "{seconds} {} {} {} {} {dow}",
+            rest[0], rest[1], rest[2], rest[3]
+        )
+    }
+
+    #[test]
+    fn the_translation_to_the_cron_crate_shifts_numeric_days_of_week_only() {
+        assert_eq!(in_cron_crate_syntax("0 6 * * 1-5"), "0 0 6 * * 2-6");
+        assert_eq!(in_cron_crate_syntax("*/15 6 1 * 0,6"), "0 */15 6 1 * 1,7");
+        assert_eq!(in_cron_crate_syntax("0 6 * * 1-5/2"), "0 0 6 * * 2-6/2");
+        assert_eq!(in_cron_crate_syntax("30 0 6 * * mon"), "30 0 6 * * mon");
+    }
+
+    /// Differential test against an independent implementation, the `cron` crate, on rules
+    /// whose meaning the two share: at most one of day-of-month and day-of-week restricted
+    /// (or one of them starting with `*`), since the crate always ANDs them, and no
+    /// day-of-week 7 (the crate's range ends at 7 = Saturday). Both walk the same 200
+    /// instants in UTC.
+    #[test]
+    fn the_next_two_hundred_occurrences_agree_with_the_cron_crate() {
+        use std::str::FromStr;
+
+        use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+
+        use super::super::Schedule;
+
+        let rules = [
+            "0 6 * * *",
+            "30 17 * * 1-5",
+            "*/15 * * * *",
+            "10-50/10 6-8 * * *",
+            "5/20 * * * *",
+            "0 6,12,18-19 * * *",
+            "0 6 * JAN,jul-Aug Mon-fri",
+            "0 6 * * sat,sun",
+            "0 9 * * 0",
+            "0 9 * * 6",
+            "15 6 * 3-5 2-4",
+            "0 6 * * 1-5/2",
+            "0 6 * * */2",
+            "0 0 1 * *",
+            "0 8 1,15 * *",
+            "0 22 1-7 * *",
+            "0 12 15 */2 *",
+            "0 6 */2 * mon",
+            "0 0 29 2 *",
+            "0 0 31 * *",
+            "*/20 */6 * * *",
+            "*/10 30 6 * * *",
+            "30 0 6 * * 0",
+            "0,30 */5 9-11 * * 1-5",
+            "@daily",
+            "@weekly",
+            "@hourly",
+            "@monthly",
+            "@yearly",
+        ];
+        // A Monday morning with sub-second noise; both sides return instants strictly after.
+        let from = Utc
+            .with_ymd_and_hms(2024, 6, 3, 5, 59, 59)
+            .single()
+            .expect("valid instant")
+            + TimeDelta::milliseconds(250);
+        // The crate stops at 2100.
+        let until = Utc
+            .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+            .single()
+            .expect("valid instant");
+        for rule in rules {
+            let ours = Schedule::new(vec![cron(rule)], chrono_tz::UTC, None, None)
+                .expect("valid schedule");
+            let ours: Vec<DateTime<Utc>> = ours.occurrences(from, until, 200);
+            let translated = in_cron_crate_syntax(rule);
+            let theirs = ::cron::Schedule::from_str(&translated)
+                .unwrap_or_else(|e| panic!("{rule} as `{translated}`: {e}"));
+            let theirs: Vec<DateTime<Utc>> = theirs
+                .after(&from)
+                .take_while(|t| *t < until)
+                .take(200)
+                .collect();
+            assert_eq!(ours.len(), theirs.len(), "{rule} as `{translated}`");
+            if let Some(i) = (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
+                panic!(
+                    "{rule} (`{translated}`): occurrence {i} is {} for us, {} for the cron crate",
+                    ours[i], theirs[i]
+                );
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! runner in the shell sleeps until [`Schedule::next_after`].
 
 mod cron;
+pub mod file;
 mod quiet;
 
 use chrono::{

@@ -69,6 +69,7 @@ pub async fn spawn_app_with(
         .env("LOAXA_RTP_PORT", "0")
         .env("RUST_LOG", "info,symphonia=warn")
         .env("LOAXA_QUIET_HOURS", "")
+        .env("LOAXA_SCHEDULES_DIR", dir.path().join("schedules"))
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
