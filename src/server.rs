@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::library::{AirSettings, Library};
 use crate::media::DecodeLimits;
 use crate::playout::{Engine, EngineEvent, Outcome, pacer};
-use crate::store::{Store, status};
+use crate::store::{Played, Store, status};
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
 
@@ -207,93 +207,93 @@ async fn register_clusters(store: &Store, engine: &Engine) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Writes engine events to the store: the as-run log.
+/// Most engine events written in one transaction.
+const EVENT_BATCH: usize = 4096;
+
+/// Writes engine events to the store: the as-run log. Events that arrive together (a
+/// broadcast starting or ending on 10,000 clusters in one tick) are written together.
 async fn record_events(store: Store, mut events: mpsc::UnboundedReceiver<EngineEvent>) {
-    while let Some(event) = events.recv().await {
-        let result = match &event {
-            EngineEvent::Started {
-                broadcast,
-                cluster,
-                at,
-            } => {
-                async {
-                    store
-                        .set_broadcast_cluster_status(broadcast, cluster, status::PLAYING, None, at)
-                        .await?;
-                    store
-                        .set_broadcast_status(broadcast, status::PLAYING, None)
-                        .await?;
-                    Ok(())
-                }
-                .await
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    loop {
+        let Some(first) = events.recv().await else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < EVENT_BATCH {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
             }
-            EngineEvent::Preempted {
+        }
+        let stopped = batch.iter().any(|e| matches!(e, EngineEvent::Stopped));
+        let played: Vec<Played<'_>> = batch.iter().filter_map(played).collect();
+        for event in &batch {
+            if let EngineEvent::Preempted {
                 broadcast,
                 cluster,
                 by,
                 policy,
                 at_ms,
-                at,
-            } => {
+                ..
+            } = event
+            {
                 tracing::info!(%broadcast, %cluster, %by, policy = policy.as_str(), at_ms, "interrupted");
-                store
-                    .insert_interruption(broadcast, cluster, at, by, policy.as_str(), *at_ms)
-                    .await
             }
-            EngineEvent::Finished {
-                broadcast,
-                cluster,
-                outcome,
-                packets_sent,
-                at,
-            } => finish(&store, broadcast, cluster, *outcome, *packets_sent, at).await,
-            EngineEvent::Stopped => break,
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, ?event, "could not record a playout event");
+        }
+        if let Err(e) = store.record_played(&played).await {
+            tracing::error!(error = %e, events = played.len(), "could not record playout events");
+        }
+        batch.clear();
+        if stopped {
+            break;
         }
     }
 }
 
-async fn finish(
-    store: &Store,
-    broadcast: &str,
-    cluster: &str,
-    outcome: Outcome,
-    packets_sent: u64,
-    at: &str,
-) -> Result<(), crate::store::StoreError> {
-    let late = store.broadcast(broadcast).await?.late;
-    let cluster_status = match outcome {
-        // A planned airing caught up after its instant: it aired in full, but late.
-        Outcome::Done if late => status::LATE,
-        Outcome::Done => status::DONE,
-        Outcome::Cancelled => status::CANCELLED,
-        Outcome::Interrupted | Outcome::Dropped => status::INTERRUPTED,
-    };
-    store
-        .set_broadcast_cluster_status(broadcast, cluster, cluster_status, Some(packets_sent), at)
-        .await?;
-    let runs = store.broadcast_clusters(broadcast).await?;
-    if runs.iter().all(|r| status::is_final(&r.status)) {
-        let overall = if runs.iter().all(|r| r.status == status::DONE) {
-            status::DONE
-        } else if runs
-            .iter()
-            .all(|r| r.status == status::DONE || r.status == status::LATE)
-        {
-            status::LATE
-        } else if runs.iter().any(|r| r.status == status::CANCELLED) {
-            status::CANCELLED
-        } else if runs.iter().any(|r| r.status == status::INTERRUPTED) {
-            status::INTERRUPTED
-        } else {
-            status::FAILED
-        };
-        let detail = (overall == status::INTERRUPTED).then_some("interrupted before the end");
-        store
-            .set_broadcast_status(broadcast, overall, detail)
-            .await?;
-    }
-    Ok(())
+fn played(event: &EngineEvent) -> Option<Played<'_>> {
+    Some(match event {
+        EngineEvent::Started {
+            broadcast,
+            cluster,
+            at,
+        } => Played::Started {
+            broadcast,
+            cluster,
+            at,
+        },
+        EngineEvent::Preempted {
+            broadcast,
+            cluster,
+            by,
+            policy,
+            at_ms,
+            at,
+        } => Played::Preempted {
+            broadcast,
+            cluster,
+            by,
+            policy: policy.as_str(),
+            at_ms: *at_ms,
+            at,
+        },
+        EngineEvent::Finished {
+            broadcast,
+            cluster,
+            outcome,
+            packets_sent,
+            at,
+        } => Played::Finished {
+            broadcast,
+            cluster,
+            outcome: match outcome {
+                Outcome::Done => status::DONE,
+                Outcome::Cancelled => status::CANCELLED,
+                Outcome::Interrupted | Outcome::Dropped => status::INTERRUPTED,
+            },
+            packets_sent: *packets_sent,
+            at,
+        },
+        EngineEvent::Stopped => return None,
+    })
 }
+

@@ -91,8 +91,9 @@ pub enum EngineEvent {
     Stopped,
 }
 
-/// Live frames-sent counters, published by the pacer a few times a second.
-pub(crate) type Progress = Arc<Mutex<HashMap<(String, String), u64>>>;
+/// Live frames-sent counters by broadcast then cluster, published by the pacer a few
+/// times a second (keys are the pacer's shared strings: no allocation per update).
+pub(crate) type Progress = Arc<Mutex<HashMap<Arc<str>, HashMap<Arc<str>, u64>>>>;
 
 /// Handle to the playout engine.
 pub struct Engine {
@@ -210,9 +211,7 @@ impl Engine {
     /// Frames sent so far of `broadcast` to `cluster`, while it is airing.
     pub fn packets_sent(&self, broadcast: &str, cluster: &str) -> Option<u64> {
         let progress = self.progress.lock().ok()?;
-        progress
-            .get(&(broadcast.to_string(), cluster.to_string()))
-            .copied()
+        progress.get(broadcast)?.get(cluster).copied()
     }
 
     /// The latest receiver report about `cluster`'s stream.

@@ -537,9 +537,9 @@ impl Pacer {
         let header = link
             .session
             .next_header(frame.payload.len(), step, frame.marker);
-        let now = Instant::now();
-        if now >= link.next_report {
-            link.next_report = now + SENDER_REPORT_INTERVAL;
+        // The tick's own instant: no clock read per frame.
+        if deadline >= link.next_report {
+            link.next_report = deadline + SENDER_REPORT_INTERVAL;
             let ntp = ntp_timestamp(
                 wall.duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default(),
@@ -644,8 +644,13 @@ impl Pacer {
                     outcome,
                     frames_sent,
                 } => {
-                    if let Ok(mut p) = self.progress.lock() {
-                        p.remove(&(broadcast.to_string(), cluster.to_string()));
+                    if let Ok(mut p) = self.progress.lock()
+                        && let Some(clusters) = p.get_mut(&*broadcast)
+                    {
+                        clusters.remove(&*cluster);
+                        if clusters.is_empty() {
+                            p.remove(&*broadcast);
+                        }
                     }
                     EngineEvent::Finished {
                         broadcast: broadcast.to_string(),
@@ -703,7 +708,16 @@ impl Pacer {
     fn publish_progress(&self) {
         if let Ok(mut p) = self.progress.lock() {
             for (cluster, broadcast, sent) in self.arbiter.progress() {
-                p.insert((broadcast.to_string(), cluster.to_string()), sent);
+                let clusters = match p.get_mut(&**broadcast) {
+                    Some(c) => c,
+                    None => p.entry(broadcast.clone()).or_default(),
+                };
+                match clusters.get_mut(&**cluster) {
+                    Some(n) => *n = sent,
+                    None => {
+                        clusters.insert(cluster.clone(), sent);
+                    }
+                }
             }
         }
     }

@@ -9,8 +9,10 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+mod asrun;
 mod campaigns;
 mod emergency;
+pub use asrun::Played;
 pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
 pub use emergency::{AuditEntry, AuditRow, CapAlertRow, EmergencyRow};
 
