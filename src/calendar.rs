@@ -18,7 +18,6 @@ use crate::api::airing::{Airing, build_targets, prepare_and_play, resolve_cluste
 use crate::api::broadcasts::Targets;
 use crate::api::campaigns::{airs_in_quiet_hours, approval, programme_length, stored_schedule};
 use crate::playout::{Interruption, Priority};
-use crate::schedule::Schedule;
 use crate::store::{AudioRow, BroadcastClusterRow, BroadcastRow, CampaignRow, StoreError, status};
 
 /// Airings are recorded and their audio prepared this long before their instant, so the
@@ -98,12 +97,15 @@ async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>, StoreError> {
             continue;
         };
         let from = cursor + TimeDelta::milliseconds(1);
-        let due = schedule.occurrences(from, now + ahead, MAX_DUE);
+        let mut due = schedule.occurrences(from, now + ahead, MAX_DUE + 1);
+        // More than a batch behind: later instants supersede every overdue one here.
+        let more_follow = due.len() > MAX_DUE;
+        due.truncate(MAX_DUE);
         if !due.is_empty() {
-            handle_due(state, &campaign, &schedule, &due, now).await?;
+            handle_due(state, &campaign, &due, now, more_follow).await?;
         }
         let after = due.last().copied().unwrap_or(cursor).max(now + ahead);
-        let next = if due.len() == MAX_DUE {
+        let next = if more_follow {
             Some(now)
         } else {
             schedule.next_after(after).map(|t| t - ahead)
@@ -128,14 +130,20 @@ enum Fate {
 
 /// The fate of each due instant (sorted), given `now`: past ones beyond the grace window
 /// are missed; of the past ones within it only the most recent airs (late), so an outage
-/// never unleashes a burst of stale airings; quiet hours are never aired.
+/// never unleashes a burst of stale airings; quiet hours are never aired. `more_follow`:
+/// later overdue instants exist beyond `due`, so none of these is the most recent.
 fn fates(
     due: &[DateTime<Utc>],
     now: DateTime<Utc>,
     grace: TimeDelta,
+    more_follow: bool,
     in_quiet: impl Fn(DateTime<Utc>) -> bool,
 ) -> Vec<Fate> {
-    let last_overdue = due.iter().rposition(|t| *t < now - LATE_AFTER);
+    let last_overdue = if more_follow {
+        None
+    } else {
+        due.iter().rposition(|t| *t < now - LATE_AFTER)
+    };
     due.iter()
         .enumerate()
         .map(|(i, &t)| {
@@ -148,9 +156,9 @@ fn fates(
             } else if now - t > grace {
                 Fate::Missed("the daemon was not running at its planned time")
             } else if Some(i) != last_overdue {
-                Fate::Missed("superseded by a later airing caught up after a restart")
+                Fate::Missed("superseded by a later instant that was also missed")
             } else if in_quiet(now) {
-                Fate::Missed("caught up after a restart, but now is quiet hours")
+                Fate::Missed("its catch-up would fall in quiet hours")
             } else {
                 Fate::Late
             }
@@ -161,22 +169,26 @@ fn fates(
 async fn handle_due(
     state: &AppState,
     campaign: &CampaignRow,
-    schedule: &Schedule,
     due: &[DateTime<Utc>],
     now: DateTime<Utc>,
+    more_follow: bool,
 ) -> Result<(), StoreError> {
     let audio = campaign_audio(state, campaign).await?;
     let repeat = campaign.repeat.clamp(1, 100) as u32;
     let length = programme_length(&audio, repeat, state.config.audio.gap_ms);
+    // Quiet hours are the site's: read in the config's timezone, whatever the campaign's.
     let quiet = state.config.quiet_hours();
-    let tz = schedule.timezone;
+    let tz = state.config.timezone();
     let in_quiet = |t: DateTime<Utc>| {
         quiet
             .as_ref()
             .is_some_and(|q| airs_in_quiet_hours(q, tz, t, length))
     };
     let grace = TimeDelta::seconds(state.config.schedule.missed_run_grace_s as i64);
-    for (&planned, fate) in due.iter().zip(fates(due, now, grace, in_quiet)) {
+    for (&planned, fate) in due
+        .iter()
+        .zip(fates(due, now, grace, more_follow, in_quiet))
+    {
         record(state, campaign, &audio, planned, fate).await?;
     }
     Ok(())
@@ -314,6 +326,21 @@ async fn resume_recorded(state: &AppState) -> Result<(), StoreError> {
     for (campaign_id, mut rows) in by_campaign {
         rows.sort_by_key(|(planned, _)| *planned);
         let mut due: Vec<DateTime<Utc>> = rows.iter().map(|(t, _)| *t).collect();
+        // A campaign removed, paused or sent back for approval meanwhile airs nothing.
+        let live = match state.store.campaign(&campaign_id).await {
+            Ok(c) => c.approval == approval::APPROVED && !c.paused,
+            Err(StoreError::NotFound) => false,
+            Err(e) => return Err(e),
+        };
+        if !live {
+            for (_, row) in rows {
+                state
+                    .store
+                    .close_unstarted(&row.id, status::CANCELLED, "its campaign no longer airs")
+                    .await?;
+            }
+            continue;
+        }
         // Instants that passed while the daemon was down and were never recorded come
         // after every recorded one: the calendar's next pass deals with them, and they
         // supersede the recorded ones here.
@@ -334,7 +361,10 @@ async fn resume_recorded(state: &AppState) -> Result<(), StoreError> {
                 .as_ref()
                 .is_some_and(|q| q.contains(t.with_timezone(&tz).time()))
         };
-        for ((planned, row), fate) in rows.into_iter().zip(fates(&due, now, grace, in_quiet)) {
+        for ((planned, row), fate) in rows
+            .into_iter()
+            .zip(fates(&due, now, grace, false, in_quiet))
+        {
             match fate {
                 Fate::Missed(why) => {
                     state
@@ -377,6 +407,26 @@ async fn resume_recorded(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Withdraws the airings of `campaign` recorded but not started (paused, sent back for
+/// approval, edited or removed): they are cancelled, in the store and in the engine.
+pub(crate) async fn withdraw(
+    state: &AppState,
+    campaign: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    for row in state.store.queued_planned_airings().await? {
+        if row.campaign_id.as_deref() == Some(campaign) {
+            state.engine.cancel(&row.id);
+            state
+                .store
+                .close_unstarted(&row.id, status::CANCELLED, why)
+                .await?;
+            tracing::info!(campaign, broadcast = %row.id, why, "planned airing withdrawn");
+        }
+    }
+    Ok(())
+}
+
 /// Encodes a newly approved campaign's audio for its clusters' codecs now, so that its
 /// first airing does not wait for it.
 pub fn warm_up(state: AppState, campaign: CampaignRow) {
@@ -413,7 +463,7 @@ mod tests {
         let due = [t("2026-12-01T06:00:00Z"), t("2026-12-01T06:00:03Z")];
         let quiet_second = |x: DateTime<Utc>| x == due[1];
         assert_eq!(
-            fates(&due, now, GRACE, quiet_second),
+            fates(&due, now, GRACE, false, quiet_second),
             vec![Fate::OnTime, Fate::Missed("planned in quiet hours")]
         );
     }
@@ -427,7 +477,7 @@ mod tests {
             t("2026-12-01T06:25:00Z"), // the latest overdue: airs late
             t("2026-12-01T06:30:05Z"), // still ahead
         ];
-        let fates = fates(&due, now, GRACE, |_| false);
+        let fates = fates(&due, now, GRACE, false, |_| false);
         assert_eq!(
             fates[0],
             Fate::Missed("the daemon was not running at its planned time")
@@ -441,15 +491,26 @@ mod tests {
     fn a_catch_up_that_would_land_in_quiet_hours_does_not_air() {
         let now = t("2026-12-01T15:05:00Z");
         let due = [t("2026-12-01T15:00:00Z")];
-        let fates = fates(&due, now, GRACE, |x| x == now);
+        let fates = fates(&due, now, GRACE, false, |x| x == now);
         assert!(matches!(fates[0], Fate::Missed(_)));
+    }
+
+    #[test]
+    fn when_more_overdue_instants_follow_none_of_this_batch_airs_late() {
+        let now = t("2026-12-01T06:30:00Z");
+        let due = [t("2026-12-01T06:25:00Z"), t("2026-12-01T06:26:00Z")];
+        let fates = fates(&due, now, GRACE, true, |_| false);
+        assert!(
+            fates.iter().all(|f| matches!(f, Fate::Missed(_))),
+            "{fates:?}"
+        );
     }
 
     #[test]
     fn an_instant_a_moment_ago_still_counts_as_on_time() {
         let now = t("2026-12-01T06:00:00.500Z");
         assert_eq!(
-            fates(&[t("2026-12-01T06:00:00Z")], now, GRACE, |_| false),
+            fates(&[t("2026-12-01T06:00:00Z")], now, GRACE, false, |_| false),
             vec![Fate::OnTime]
         );
     }

@@ -313,7 +313,8 @@ impl Config {
 
     /// The default timezone of schedules (validated at load).
     pub fn timezone(&self) -> chrono_tz::Tz {
-        crate::schedule::parse_timezone(&self.schedule.timezone).unwrap_or(chrono_tz::Tz::Asia__Ho_Chi_Minh)
+        crate::schedule::parse_timezone(&self.schedule.timezone)
+            .unwrap_or(chrono_tz::Tz::Asia__Ho_Chi_Minh)
     }
 
     /// The SQLite URL: the configured one, or `data_dir/loaxa.db`.

@@ -296,4 +296,3 @@ fn played(event: &EngineEvent) -> Option<Played<'_>> {
         EngineEvent::Stopped => return None,
     })
 }
-

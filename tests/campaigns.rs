@@ -502,3 +502,59 @@ async fn a_crash_mid_airing_leaves_it_interrupted_and_the_calendar_carries_on_af
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn approval_and_resume_owe_nothing_for_the_wait_and_pausing_withdraws_what_was_prepared() {
+    let app = spawn_app().await;
+    let (rx, _cluster, audio) = setup(&app, CLIP_1S).await;
+    let c = create(&app, &campaign(&audio, &["*/2 * * * * *"])).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let start = Utc::now().to_rfc3339();
+    // Pending for a few instants: they were never owed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.post_json(&format!("/api/v1/campaigns/{id}/approve"), &json!({}))
+        .await;
+    let socket = rx.rtp.try_clone().unwrap();
+    let spurts =
+        tokio::task::spawn_blocking(move || receive_spurts(&socket, 1, Duration::from_secs(5)))
+            .await
+            .unwrap();
+    assert!(!spurts.is_empty(), "nothing aired after approval");
+    // Pause: what was recorded ahead (up to 10 s) is withdrawn, nothing more airs.
+    let r: Value = patch(&app, &id, &json!({"paused": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "paused", "{r}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rx.rtp.set_nonblocking(true).unwrap();
+    while rx.rtp.recv(&mut [0u8; 2048]).is_ok() {}
+    rx.rtp.set_nonblocking(false).unwrap();
+    let quiet = rx.rtp.recv(&mut [0u8; 2048]).is_err()
+        && rx.rtp.recv(&mut [0u8; 2048]).is_err()
+        && rx.rtp.recv(&mut [0u8; 2048]).is_err();
+    assert!(quiet, "still airing 1.8 s after the pause");
+
+    let log = app
+        .json_ok(&format!("/api/v1/broadcasts?from={}", urlencode(&start)))
+        .await;
+    let statuses: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["campaign_id"] == id.as_str())
+        .map(|b| b["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        !statuses.iter().any(|s| *s == "missed" || *s == "late"),
+        "owed nothing for the wait: {statuses:?}"
+    );
+    assert!(statuses.contains(&"cancelled"), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["done", "cancelled", "playing"].contains(s)),
+        "{statuses:?}"
+    );
+}

@@ -422,3 +422,52 @@ async fn cap_alerts_air_when_actual_and_act_on_updates_cancels_duplicates_and_ex
     assert!(actions.contains(&"emergency.cancel"), "{actions:?}");
     assert!(actions.contains(&"cap.cancel"), "{actions:?}");
 }
+
+#[tokio::test]
+async fn a_cap_update_that_cannot_air_leaves_the_alert_on_air_and_bad_audio_still_warns() {
+    let app = spawn_app().await;
+    let (_rx, _cluster) = fleet(&app).await;
+    let long = alert("L-1", "Actual", "Alert", "", 6);
+    let (status, first) = cap(&app, &long).await;
+    assert_eq!(status, 202, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    app.wait_status(&id, "playing", Duration::from_secs(5))
+        .await;
+
+    // An Update aimed at no area of ours is refused, and what it would replace airs on.
+    let refs = "<references>canhbao@kttv.gov.vn,L-1,2026-11-22T15:00:00+07:00</references>";
+    let nowhere =
+        alert("L-2", "Actual", "Update", refs, 6).replace("xa-vinh-hoa</value>", "xa-khac</value>");
+    let (status, _) = cap(&app, &nowhere).await;
+    assert_eq!(status, 422);
+    let e = app.json_ok(&format!("/api/v1/emergency/{id}")).await;
+    assert_eq!(e["status"], "playing", "{e}");
+
+    // Audio from a host that is not allowed: the warning airs anyway (the tone), and the
+    // answer says why its audio was not used.
+    let elsewhere = alert("L-3", "Actual", "Alert", "", 6).replace(
+        "<mimeType>audio/mpeg</mimeType>",
+        "<mimeType>audio/mpeg</mimeType><uri>http://example.org/storm.mp3</uri>",
+    );
+    let stripped = {
+        let start = elsewhere.find("<derefUri>").unwrap();
+        let end = elsewhere.find("</derefUri>").unwrap() + "</derefUri>".len();
+        format!("{}{}", &elsewhere[..start], &elsewhere[end..])
+    };
+    let (status, body) = cap(&app, &stripped).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in relay.allowed_hosts"),
+        "{body}"
+    );
+    let tone_only = app
+        .json_ok(&format!(
+            "/api/v1/emergency/{}",
+            body["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(tone_only["audio_ids"], json!([]), "{tone_only}");
+}

@@ -280,9 +280,11 @@ fn quiet_clashes(
     let Some(quiet) = state.config.quiet_hours() else {
         return Vec::new();
     };
+    // Quiet hours are the site's, in the config's timezone, whatever the campaign's.
+    let tz = state.config.timezone();
     schedule
         .occurrences_iter(now, now + TimeDelta::days(CHECK_HORIZON_DAYS))
-        .filter(|t| airs_in_quiet_hours(&quiet, schedule.timezone, *t, length))
+        .filter(|t| airs_in_quiet_hours(&quiet, tz, *t, length))
         .take(QUIET_EXAMPLES)
         .collect()
 }
@@ -641,6 +643,25 @@ async fn find(state: &AppState, id: &str) -> Result<CampaignRow, ApiError> {
     })
 }
 
+/// Pauses or resumes a campaign: a paused one's recorded airings are withdrawn; a resumed
+/// one owes nothing for the time it was paused.
+async fn set_paused(state: &AppState, row: &mut CampaignRow, paused: bool) -> Result<(), ApiError> {
+    if row.paused == paused {
+        return Ok(());
+    }
+    row.paused = paused;
+    row.updated_at = now_rfc3339();
+    state.store.update_campaign(row).await?;
+    if paused {
+        crate::calendar::withdraw(state, &row.id, "the campaign was paused").await?;
+    } else {
+        state.store.advance_cursor(&row.id, &now_rfc3339()).await?;
+    }
+    tracing::info!(campaign = %row.id, paused, "campaign paused or resumed");
+    state.calendar.notify_one();
+    Ok(())
+}
+
 fn writable(row: &CampaignRow) -> Result<(), ApiError> {
     if row.source == "file" {
         return Err(ApiError::Conflict(format!(
@@ -675,6 +696,23 @@ async fn patch_campaign(
 ) -> Result<Json<Campaign>, ApiError> {
     let mut row = find(&state, &id).await?;
     writable(&row)?;
+    let only_pausing = patch.title.is_none()
+        && patch.topic.is_none()
+        && patch.audio_ids.is_none()
+        && patch.targets.is_none()
+        && patch.schedule.is_none()
+        && patch.priority.is_none()
+        && patch.repeat.is_none()
+        && patch.on_interrupt.is_none();
+    if only_pausing {
+        // Pausing or resuming changes nothing that was approved: no re-validation (an
+        // announcement deleted meanwhile must not stop anyone from pausing).
+        if let Some(paused) = patch.paused {
+            set_paused(&state, &mut row, paused).await?;
+        }
+        return view(&state, row, None).map(Json);
+    }
+    let was_paused = row.paused;
     let audio_ids: Vec<String> = match patch.audio_ids {
         Some(ids) => ids,
         None => serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
@@ -709,11 +747,15 @@ async fn patch_campaign(
     let new_audio = serde_json::to_string(&v.audio_ids).map_err(ApiError::internal)?;
     let new_targets = serde_json::to_string(&v.targets).map_err(ApiError::internal)?;
     let new_schedule = serde_json::to_string(&v.spec).map_err(ApiError::internal)?;
-    // What airs, where and when was approved; a change to any of them needs approval again.
-    let reapprove = state.config.schedule.approval_required
-        && (new_audio != row.audio_ids
-            || new_targets != row.targets
-            || new_schedule != row.schedule);
+    // What airs, where, when, how often and over what was approved; a change to any of
+    // them needs approval again.
+    let airing_changed = new_audio != row.audio_ids
+        || new_targets != row.targets
+        || new_schedule != row.schedule
+        || v.priority.as_str() != row.priority
+        || i64::from(v.repeat) != row.repeat
+        || v.on_interrupt.as_str() != row.on_interrupt;
+    let reapprove = state.config.schedule.approval_required && airing_changed;
     if reapprove && row.approval == approval::APPROVED {
         row.approval = approval::PENDING.into();
         row.approved_at = None;
@@ -733,6 +775,13 @@ async fn patch_campaign(
     let conflicts = conflicts(&state, &row.id, &v).await?;
     state.store.update_campaign(&row).await?;
     tracing::info!(campaign = %row.id, approval = %row.approval, paused = row.paused, "campaign edited");
+    if airing_changed || row.paused || row.approval != approval::APPROVED {
+        // Airings recorded ahead were for the old version.
+        crate::calendar::withdraw(&state, &row.id, "the campaign was changed").await?;
+    }
+    if was_paused && !row.paused {
+        state.store.advance_cursor(&row.id, &now_rfc3339()).await?;
+    }
     state.calendar.notify_one();
     view(&state, row, Some(conflicts)).map(Json)
 }
@@ -748,6 +797,7 @@ async fn delete_campaign(
     let row = find(&state, &id).await?;
     writable(&row)?;
     state.store.delete_campaign(&id).await?;
+    crate::calendar::withdraw(&state, &id, "the campaign was removed").await?;
     state.calendar.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -766,6 +816,8 @@ async fn approve_campaign(
         row.approved_at = Some(now_rfc3339());
         row.updated_at = now_rfc3339();
         state.store.update_campaign(&row).await?;
+        // Owes nothing for the time it waited for approval.
+        state.store.advance_cursor(&row.id, &now_rfc3339()).await?;
         tracing::info!(campaign = %row.id, "campaign approved");
         state.calendar.notify_one();
         crate::calendar::warm_up(state.clone(), row.clone());
@@ -833,6 +885,7 @@ async fn campaign_occurrences(
     let schedule =
         stored_schedule(&row, &state.config.schedule.timezone).map_err(ApiError::internal)?;
     let quiet = state.config.quiet_hours();
+    let site_tz = state.config.timezone();
     let occurrences = schedule
         .occurrences(from, to, MAX_OCCURRENCES)
         .into_iter()
@@ -841,7 +894,9 @@ async fn campaign_occurrences(
             Occurrence {
                 at: stamp(t),
                 local: local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                in_quiet_hours: quiet.as_ref().is_some_and(|q| q.contains(local.time())),
+                in_quiet_hours: quiet
+                    .as_ref()
+                    .is_some_and(|q| q.contains(t.with_timezone(&site_tz).time())),
             }
         })
         .collect();

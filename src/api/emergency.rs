@@ -384,25 +384,40 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
                 detail: Some(format!("cancelled {} emergency(ies)", cancelled.len())),
             });
         }
-        MsgType::Update => {
-            cancel_references(state, &alert, &actor).await?;
-        }
-        MsgType::Alert => {}
+        // An Update cancels what it references only once its own airing is ready: a
+        // replacement that cannot air must not silence the alert it replaces.
+        MsgType::Update | MsgType::Alert => {}
     }
-    // What airs: the alert's areas, its audio (or the fallback), after the tone.
-    let mut errors = Vec::new();
-    let areas = alert.area_codes();
-    let clusters = clusters_below(state, &areas, "alert/info/area/geocode", &mut errors).await?;
-    if areas.is_empty() {
-        errors.clear();
-        errors.push(FieldError::new(
+    // Where: the alert's areas that are ours. Unknown codes are reported, not fatal, as
+    // long as one area is ours: a warning must reach those it can.
+    let codes = alert.area_codes();
+    if codes.is_empty() {
+        return Err(ApiError::field(
             "alert/info/area/geocode",
             format!(
                 "no <geocode> with valueName `{}` names one of our areas",
                 state.config.emergency.cap_geocode_value_name
             ),
         ));
-    } else if errors.is_empty() && clusters.is_empty() {
+    }
+    let mut areas = Vec::new();
+    let mut notes = Vec::new();
+    for code in codes {
+        match state.store.area(&code).await {
+            Ok(_) => areas.push(code),
+            Err(StoreError::NotFound) => notes.push(format!("unknown area `{code}` skipped")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if areas.is_empty() {
+        return Err(ApiError::field(
+            "alert/info/area/geocode",
+            format!("none of its areas is ours ({})", notes.join("; ")),
+        ));
+    }
+    let mut errors = Vec::new();
+    let clusters = clusters_below(state, &areas, "alert/info/area/geocode", &mut errors).await?;
+    if errors.is_empty() && clusters.is_empty() {
         errors.push(FieldError::new(
             "alert/info/area/geocode",
             "no enabled cluster below these areas",
@@ -411,7 +426,18 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
     if !errors.is_empty() {
         return Err(validation(errors));
     }
-    let audio = cap_audio(state, &alert).await?;
+    // What: its audio; if that cannot be had, the fallback (or the tone alone) still airs.
+    let audio = match cap_audio(state, &alert).await {
+        Ok(audio) => audio,
+        Err(e) => {
+            tracing::error!(identifier = %alert.identifier, error = %e, "CAP audio unusable; airing the fallback");
+            notes.push(format!("audio unusable ({e}); the fallback aired"));
+            fallback_audio(state).await
+        }
+    };
+    if alert.msg_type == MsgType::Update {
+        cancel_references(state, &alert, &actor).await?;
+    }
     let plan = Plan {
         audio,
         clusters,
@@ -423,10 +449,18 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
         },
     };
     let id = start(state, plan, Source::Cap(&alert)).await?;
+    let event = alert.infos.first().map(|i| i.event.clone());
     Ok(EmergencyAccepted {
         id,
         status: status::QUEUED.into(),
-        detail: alert.infos.first().map(|i| i.event.clone()),
+        detail: Some(
+            event
+                .into_iter()
+                .chain(notes)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .filter(|d| !d.is_empty()),
     })
 }
 
@@ -438,6 +472,10 @@ async fn cancel_references(
 ) -> Result<Vec<String>, ApiError> {
     let mut cancelled = Vec::new();
     for r in &alert.references {
+        // A sender acts on its own alerts only.
+        if r.sender != alert.sender {
+            continue;
+        }
         let Some(seen) = state.store.cap_alert(&r.sender, &r.identifier).await? else {
             continue;
         };
@@ -454,17 +492,7 @@ async fn cancel_references(
 /// fallback (or nothing: the tone alone).
 async fn cap_audio(state: &AppState, alert: &Alert) -> Result<Vec<AudioRow>, ApiError> {
     let Some(resource) = alert.audio() else {
-        let fallback = &state.config.emergency.fallback_audio_id;
-        if fallback.is_empty() {
-            return Ok(Vec::new());
-        }
-        return match state.store.audio(fallback).await {
-            Ok(a) => Ok(vec![a]),
-            Err(e) => {
-                tracing::error!(error = %e, fallback, "the configured fallback audio is missing");
-                Ok(Vec::new())
-            }
-        };
+        return Ok(fallback_audio(state).await);
     };
     let bytes = match (&resource.content, &resource.uri) {
         (Some(content), _) => content.clone(),
@@ -513,6 +541,21 @@ async fn cap_audio(state: &AppState, alert: &Alert) -> Result<Vec<AudioRow>, Api
         other => other,
     })?;
     Ok(vec![row])
+}
+
+/// The configured fallback announcement, or nothing (the attention tone alone).
+async fn fallback_audio(state: &AppState) -> Vec<AudioRow> {
+    let fallback = &state.config.emergency.fallback_audio_id;
+    if fallback.is_empty() {
+        return Vec::new();
+    }
+    match state.store.audio(fallback).await {
+        Ok(a) => vec![a],
+        Err(e) => {
+            tracing::error!(error = %e, fallback, "the configured fallback audio is missing");
+            Vec::new()
+        }
+    }
 }
 
 /// Fetches a CAP resource from a host in `relay.allowed_hosts` (plain HTTP).

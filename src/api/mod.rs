@@ -3,8 +3,8 @@
 
 pub(crate) mod airing;
 pub mod areas;
-pub mod audit;
 pub mod audio;
+pub mod audit;
 pub mod auth;
 pub mod broadcasts;
 pub mod campaigns;

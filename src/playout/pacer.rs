@@ -120,6 +120,8 @@ pub(crate) struct Pacer {
     byes: Vec<(u64, Link, Option<RtcpRoute>)>,
     /// Plays prepared ahead of their planned instant.
     planned: Vec<Planned>,
+    /// Clusters removed lately: a play prepared before the removal must not revive them.
+    removed: VecDeque<String>,
 }
 
 /// A play waiting for its planned instant.
@@ -170,11 +172,15 @@ impl Clock {
         self.epoch_wall + self.offset(k)
     }
 
-    /// Makes tick k due now (after a stall), keeping the wall mapping in step.
+    /// Moves the grid on by whole ticks so that tick k is due at most one tick from now
+    /// (after a stall), keeping the wall mapping in step and the grid on wall-clock
+    /// multiples of the tick.
     fn reanchor(&mut self, k: u64) {
         let behind = Instant::now().saturating_duration_since(self.deadline(k));
-        self.epoch += behind;
-        self.epoch_wall += behind;
+        let tick_ns = self.tick.as_nanos().max(1);
+        let whole = Duration::from_nanos((behind.as_nanos() / tick_ns * tick_ns) as u64);
+        self.epoch += whole;
+        self.epoch_wall += whole;
     }
 }
 
@@ -213,6 +219,7 @@ impl Pacer {
             cancelled: VecDeque::new(),
             byes: Vec::new(),
             planned: Vec::new(),
+            removed: VecDeque::new(),
         })
     }
 
@@ -388,6 +395,14 @@ impl Pacer {
                 self.cancelled.push_back(broadcast);
             }
             Command::RemoveCluster { cluster } => {
+                // Nothing planned or still being prepared may bring it back.
+                for planned in &mut self.planned {
+                    planned.targets.retain(|t| t.cluster_id != cluster);
+                }
+                if self.removed.len() >= REMEMBERED_CANCELS {
+                    self.removed.pop_front();
+                }
+                self.removed.push_back(cluster.clone());
                 self.arbiter.remove_cluster(&cluster, events);
                 self.targets.remove(cluster.as_str());
                 // BYE one tick after the last packet, which may be in this tick's batch.
@@ -414,6 +429,9 @@ impl Pacer {
         let broadcast: Arc<str> = broadcast.into();
         let base = self.settings.tick.as_millis().max(1) as u64;
         for target in targets {
+            if self.removed.contains(&target.cluster_id) {
+                continue;
+            }
             let cluster: ClusterKey = target.cluster_id.as_str().into();
             let every = (u64::from(target.ptime_ms) / base).max(1);
             self.arbiter.enqueue(
@@ -784,8 +802,10 @@ mod tests {
         clock.reanchor(0);
         let moved = clock.epoch - epoch;
         assert_eq!(clock.epoch_wall.duration_since(epoch_wall).unwrap(), moved);
-        // Tick 0 was due up to 20 ms after the start; 30 ms later it is behind.
-        assert!(moved >= Duration::from_millis(5), "{moved:?}");
+        // Tick 0 was due up to 20 ms after the start; 30 ms later it is behind, and the
+        // grid moved on by whole ticks only.
+        assert_eq!(moved.as_nanos() % 20_000_000, 0, "{moved:?}");
         assert!(clock.deadline(0) <= Instant::now());
+        assert!(Instant::now() - clock.deadline(0) < Duration::from_millis(20));
     }
 }

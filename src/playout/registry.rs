@@ -24,7 +24,8 @@ struct Entry {
 struct Seen {
     from: SocketAddr,
     at: Instant,
-    counter: u64,
+    /// (agent time, counter) of the keepalive: the next must be newer.
+    newest: (u64, u64),
 }
 
 /// A registered cluster's current address, as the API shows it.
@@ -158,7 +159,7 @@ impl Registry {
         let cluster = keepalive::cluster_id(datagram)?;
         let mut entries = self.entries.lock().map_err(|_| Refusal::UnknownCluster)?;
         let entry = entries.get_mut(cluster).ok_or(Refusal::UnknownCluster)?;
-        let last = entry.seen.map(|s| s.counter);
+        let last = entry.seen.map(|s| s.newest);
         let keepalive = keepalive::verify(datagram, &entry.key, unix_ms, last)?;
         let moved = entry
             .seen
@@ -166,7 +167,7 @@ impl Registry {
         entry.seen = Some(Seen {
             from,
             at: now,
-            counter: keepalive.counter,
+            newest: (keepalive.unix_ms, keepalive.counter),
         });
         drop(entries);
         if moved {
@@ -355,6 +356,28 @@ mod tests {
                 counts.malformed
             ),
             (1, 1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn an_agent_that_rebooted_gets_its_stream_back_at_its_new_address() {
+        let registry = Registry::new(Duration::from_secs(30));
+        registry.set_key("c1", KEY.to_vec());
+        let t0 = Instant::now();
+        for n in 1..=3 {
+            let ka = keepalive::encode("c1", NOW_MS + n * 10_000, n, KEY);
+            registry
+                .handle_keepalive(&ka, addr(40000), t0, NOW_MS + n * 10_000)
+                .unwrap();
+        }
+        // Power cut: the counter starts again, the clock has moved on, the NAT port too.
+        let fresh = keepalive::encode("c1", NOW_MS + 45_000, 1, KEY);
+        registry
+            .handle_keepalive(&fresh, addr(41234), t0, NOW_MS + 45_000)
+            .unwrap();
+        assert_eq!(
+            registry.registration("c1", t0).unwrap().address,
+            addr(41234)
         );
     }
 

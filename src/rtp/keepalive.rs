@@ -13,9 +13,11 @@
 //! The first byte `L` (0x4C) has version bits 01, so a keepalive can never be mistaken
 //! for RTP or RTCP (version 2) arriving on the same port (the demultiplexing rule of
 //! RFC 7983). The tag covers every byte before it, keyed by the cluster's key (the
-//! SHA-256 of its agent token): without the key a packet cannot be forged, and the
-//! strictly increasing counter plus the time window stop a captured keepalive from
-//! being replayed from another address to steal the stream.
+//! SHA-256 of its agent token): without the key a packet cannot be forged. Each accepted
+//! keepalive must be newer than the last, ordered by (time, counter): a captured one
+//! cannot be replayed from another address to steal the stream, while an agent that
+//! reboots (its counter back at 0, its clock still running) is accepted at once. The time
+//! window bounds replays across a controller restart.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -56,7 +58,7 @@ pub enum KeepaliveError {
     /// Signed by the right key but too old or too far in the future.
     #[error("keepalive time is outside the accepted window")]
     Stale,
-    /// Signed by the right key but its counter is not above the last one seen.
+    /// Signed by the right key but not newer (time, counter) than the last one accepted.
     #[error("keepalive replayed")]
     Replayed,
 }
@@ -95,12 +97,13 @@ pub fn cluster_id(datagram: &[u8]) -> Result<&str, KeepaliveError> {
 }
 
 /// Checks `datagram` against `key`, the controller's clock `now_unix_ms` and the
-/// `last_counter` accepted from this cluster, and returns what it says.
+/// `(unix_ms, counter)` of the last keepalive accepted from this cluster, and returns
+/// what it says.
 pub fn verify(
     datagram: &[u8],
     key: &[u8],
     now_unix_ms: u64,
-    last_counter: Option<u64>,
+    last: Option<(u64, u64)>,
 ) -> Result<Keepalive, KeepaliveError> {
     let (cluster, signed, tag) = split(datagram)?;
     mac(key)
@@ -121,7 +124,7 @@ pub fn verify(
     if unix_ms.abs_diff(now_unix_ms) > MAX_CLOCK_SKEW_MS {
         return Err(KeepaliveError::Stale);
     }
-    if last_counter.is_some_and(|last| counter <= last) {
+    if last.is_some_and(|last| (unix_ms, counter) <= last) {
         return Err(KeepaliveError::Replayed);
     }
     Ok(Keepalive {
@@ -163,7 +166,7 @@ mod tests {
     fn a_keepalive_signed_with_the_clusters_key_verifies() {
         let packet = encode(ID, NOW, 5, KEY);
         assert_eq!(cluster_id(&packet), Ok(ID));
-        let k = verify(&packet, KEY, NOW + 1000, Some(4)).unwrap();
+        let k = verify(&packet, KEY, NOW + 1000, Some((NOW, 4))).unwrap();
         assert_eq!(
             k,
             Keepalive {
@@ -193,16 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn a_replayed_or_older_counter_is_refused() {
+    fn a_replayed_or_older_keepalive_is_refused() {
         let packet = encode(ID, NOW, 9, KEY);
         assert_eq!(
-            verify(&packet, KEY, NOW, Some(9)),
+            verify(&packet, KEY, NOW, Some((NOW, 9))),
             Err(KeepaliveError::Replayed)
         );
         assert_eq!(
-            verify(&packet, KEY, NOW, Some(10)),
+            verify(&packet, KEY, NOW, Some((NOW, 10))),
             Err(KeepaliveError::Replayed)
         );
+        assert_eq!(
+            verify(&packet, KEY, NOW, Some((NOW + 1, 0))),
+            Err(KeepaliveError::Replayed)
+        );
+    }
+
+    #[test]
+    fn an_agent_that_rebooted_is_accepted_with_its_counter_back_at_zero() {
+        let after_reboot = encode(ID, NOW + 30_000, 0, KEY);
+        assert!(verify(&after_reboot, KEY, NOW + 30_000, Some((NOW, 5000))).is_ok());
     }
 
     #[test]

@@ -134,6 +134,19 @@ impl Store {
         Ok(())
     }
 
+    /// Moves the calendar's cursor of `campaign` up to `now`: a campaign approved or
+    /// resumed owes nothing for the time it was pending or paused.
+    pub async fn advance_cursor(&self, campaign: &str, now: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE campaigns SET last_planned_at = MAX(last_planned_at, ?2) WHERE id = ?1",
+        )
+        .bind(campaign)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records one planned airing of `campaign` (a broadcast, queued to air or already
     /// `missed`) and moves the campaign's cursor to its instant, in one transaction.
     /// Returns false, writing nothing, when the cursor is already at or past that

@@ -398,8 +398,10 @@ impl Store {
     /// Whether a queued or airing broadcast names this audio.
     pub async fn audio_in_use(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM broadcasts, json_each(broadcasts.audio_ids)
-             WHERE broadcasts.status IN ('queued', 'playing') AND json_each.value = ?",
+            "SELECT (SELECT COUNT(*) FROM broadcasts, json_each(broadcasts.audio_ids)
+                     WHERE broadcasts.status IN ('queued', 'playing') AND json_each.value = ?1)
+                  + (SELECT COUNT(*) FROM campaigns, json_each(campaigns.audio_ids)
+                     WHERE json_each.value = ?1)",
         )
         .bind(id)
         .fetch_one(&self.pool)
