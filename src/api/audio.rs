@@ -402,7 +402,7 @@ async fn delete_audio(
     })?;
     if state.store.audio_in_use(&id).await? {
         return Err(ApiError::Conflict(format!(
-            "audio `{id}` is part of a broadcast that is queued or airing"
+            "audio `{id}` is part of a campaign or of a broadcast that is queued or airing"
         )));
     }
     state.store.delete_audio(&id).await?;

@@ -46,6 +46,9 @@ const QUIET_EXAMPLES: usize = 5;
 const NEXT_SHOWN: usize = 5;
 /// Most occurrences one query returns.
 const MAX_OCCURRENCES: usize = 1000;
+/// Most occurrences examined by one quiet-hours or conflict check (a per-second rule has
+/// 31 million a year): the checks cover the first ones, which is where clashes show.
+const MAX_CHECKED: usize = 100_000;
 
 pub(crate) mod approval {
     pub const PENDING: &str = "pending";
@@ -271,22 +274,30 @@ pub(crate) fn airs_in_quiet_hours(
 }
 
 /// The first occurrences in quiet hours within the check horizon.
-fn quiet_clashes(
+/// The first occurrences in quiet hours within the check horizon (and the first
+/// [`MAX_CHECKED`] occurrences). CPU work: run off the reactor.
+async fn quiet_clashes(
     state: &AppState,
     schedule: &Schedule,
     length: TimeDelta,
     now: DateTime<Utc>,
-) -> Vec<DateTime<Utc>> {
+) -> Result<Vec<DateTime<Utc>>, ApiError> {
     let Some(quiet) = state.config.quiet_hours() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     // Quiet hours are the site's, in the config's timezone, whatever the campaign's.
     let tz = state.config.timezone();
-    schedule
-        .occurrences_iter(now, now + TimeDelta::days(CHECK_HORIZON_DAYS))
-        .filter(|t| airs_in_quiet_hours(&quiet, tz, *t, length))
-        .take(QUIET_EXAMPLES)
-        .collect()
+    let schedule = schedule.clone();
+    tokio::task::spawn_blocking(move || {
+        schedule
+            .occurrences_iter(now, now + TimeDelta::days(CHECK_HORIZON_DAYS))
+            .take(MAX_CHECKED)
+            .filter(|t| airs_in_quiet_hours(&quiet, tz, *t, length))
+            .take(QUIET_EXAMPLES)
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)
 }
 
 /// A campaign as requested, before validation.
@@ -357,7 +368,7 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
         && errors.is_empty()
     {
         let length = programme_length(&audio, repeat, state.config.audio.gap_ms);
-        let clashes = quiet_clashes(state, schedule, length, Utc::now());
+        let clashes = quiet_clashes(state, schedule, length, Utc::now()).await?;
         if !clashes.is_empty() {
             let local: Vec<String> = clashes
                 .iter()
@@ -490,7 +501,12 @@ fn first_overlap(
         a_len.max(TimeDelta::milliseconds(20)),
         b_len.max(TimeDelta::milliseconds(20)),
     );
+    let mut steps = 0;
     while let (Some(&x), Some(&y)) = (xs.peek(), ys.peek()) {
+        steps += 1;
+        if steps > MAX_CHECKED {
+            return None;
+        }
         if x < y + b_len && y < x + a_len {
             return Some(x.max(y));
         }
