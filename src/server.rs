@@ -89,6 +89,7 @@ pub async fn run(
         library,
         config: config.clone(),
         admin_token_hash,
+        http_metrics: Arc::default(),
         calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
     };

@@ -10,6 +10,7 @@ pub mod broadcasts;
 pub mod campaigns;
 pub mod clusters;
 pub mod emergency;
+pub mod metrics;
 pub mod problem;
 pub mod reports;
 pub mod system;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// SHA-256 of the bootstrap admin token.
     pub admin_token_hash: [u8; 32],
+    /// HTTP request counts and latencies, for `/metrics`.
+    pub http_metrics: Arc<metrics::HttpMetrics>,
     /// Wakes the calendar runner when campaigns change.
     pub calendar: Arc<tokio::sync::Notify>,
     /// The document generated from the routes, set once when the app is built.
@@ -62,6 +65,10 @@ pub fn app(state: AppState) -> Router {
     let (router, openapi) = routes(&state).split_for_parts();
     let _ = state.openapi.set(Arc::new(openapi));
     router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -76,6 +83,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(campaigns::router())
         .merge(reports::router())
         .merge(audit::router())
+        .merge(metrics::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
         .merge(emergency::router())

@@ -214,6 +214,11 @@ impl Engine {
         progress.get(broadcast)?.get(cluster).copied()
     }
 
+    /// Receiver reports, send errors and send counters of the whole fleet.
+    pub fn reports(&self) -> &reports::Reports {
+        &self.reports
+    }
+
     /// The latest receiver report about `cluster`'s stream.
     pub fn reception(&self, cluster: &str) -> Option<reports::Reception> {
         self.reports.reception(cluster)

@@ -280,7 +280,11 @@ impl Pacer {
             let now = Instant::now();
             if deadline > now {
                 std::thread::sleep(deadline - now);
-            } else if now - deadline > MAX_CATCH_UP {
+            }
+            self.reports
+                .sent
+                .record_tick(Instant::now().saturating_duration_since(deadline));
+            if now > deadline && now - deadline > MAX_CATCH_UP {
                 tracing::warn!(
                     behind_ms = (now - deadline).as_millis() as u64,
                     "pacer fell behind; re-anchoring"
@@ -759,11 +763,18 @@ fn send_and_count(
         return;
     }
     sender.send_batch(&batch.datagrams, outcomes);
-    for (outcome, cluster) in outcomes.iter().zip(&batch.clusters) {
-        if *outcome != SendOutcome::Sent {
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for ((outcome, cluster), datagram) in outcomes.iter().zip(&batch.clusters).zip(&batch.datagrams)
+    {
+        if *outcome == SendOutcome::Sent {
+            packets += 1;
+            bytes += (datagram.header.len() + datagram.payload.len()) as u64;
+        } else {
             reports.count_send_error(cluster, *outcome);
         }
     }
+    reports.sent.packets.fetch_add(packets, Ordering::Relaxed);
+    reports.sent.bytes.fetch_add(bytes, Ordering::Relaxed);
     batch.datagrams.clear();
     batch.clusters.clear();
 }

@@ -57,6 +57,36 @@ pub struct Reports {
     malformed: AtomicU64,
     unknown_ssrc: AtomicU64,
     send_errors: Mutex<HashMap<String, SendErrors>>,
+    /// What the pacer sent, and how punctually it woke.
+    pub(crate) sent: SentCounters,
+}
+
+/// Upper bounds (µs) of the pacer's wake-up lateness histogram.
+pub const LATENESS_BUCKETS_US: [u64; 9] = [50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000];
+
+/// Counters the pacer updates once per tick (atomics: read by `/metrics` at any time).
+#[derive(Default)]
+pub struct SentCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub ticks: AtomicU64,
+    /// Ticks whose wake-up was at most each bound late (cumulative, Prometheus-style is
+    /// computed when rendering); the last slot counts the rest.
+    pub lateness: [AtomicU64; LATENESS_BUCKETS_US.len() + 1],
+    pub lateness_sum_us: AtomicU64,
+}
+
+impl SentCounters {
+    pub(crate) fn record_tick(&self, late: Duration) {
+        let us = late.as_micros() as u64;
+        let slot = LATENESS_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENESS_BUCKETS_US.len());
+        self.lateness[slot].fetch_add(1, Ordering::Relaxed);
+        self.lateness_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Datagrams to one cluster that could not be handed to the network.
@@ -73,6 +103,27 @@ pub struct SendErrors {
 }
 
 impl Reports {
+    /// What the pacer sent and how punctually.
+    pub fn sent(&self) -> &SentCounters {
+        &self.sent
+    }
+
+    /// Send failures of every cluster.
+    pub fn all_send_errors(&self) -> Vec<(String, SendErrors)> {
+        self.send_errors
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The latest receiver report of every cluster that sent one.
+    pub fn all_receptions(&self) -> Vec<(String, Reception)> {
+        self.latest
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     pub fn reception(&self, cluster: &str) -> Option<Reception> {
         self.latest.lock().ok()?.get(cluster).copied()
     }

@@ -396,6 +396,16 @@ impl Store {
     }
 
     /// Whether a queued or airing broadcast names this audio.
+    /// Broadcasts queued or on air, counted by priority.
+    pub async fn active_broadcasts_by_priority(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT priority, COUNT(*) FROM broadcasts WHERE status IN ('queued', 'playing')
+             GROUP BY priority ORDER BY priority",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn audio_in_use(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM broadcasts, json_each(broadcasts.audio_ids)
