@@ -5,6 +5,7 @@ use bytes::Bytes;
 use rtc_rtcp::goodbye::Goodbye;
 use rtc_rtcp::packet::Packet as RtcpPacket;
 use rtc_rtcp::receiver_report::ReceiverReport;
+use rtc_rtcp::reception_report::ReceptionReport;
 use rtc_rtcp::sender_report::SenderReport;
 use rtc_rtcp::source_description::{
     SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
@@ -39,6 +40,45 @@ pub fn goodbye(
         Box::new(Goodbye {
             sources: vec![session.ssrc()],
             reason: Bytes::copy_from_slice(reason.as_bytes()),
+        }),
+    ];
+    marshal(&packets)
+}
+
+/// A receiver report (with SDES CNAME) from `reporter_ssrc` carrying `block`, as RFC 3550
+/// §6.4.2 describes: what a speaker agent sends back about the stream it plays. Without a
+/// block (nothing received yet) the report still says the receiver is there.
+pub fn receiver_report(
+    reporter_ssrc: u32,
+    block: Option<&crate::agent::stats::ReportBlock>,
+    cname: &str,
+) -> Result<Bytes, RtpError> {
+    let reports = block
+        .map(|b| ReceptionReport {
+            ssrc: b.ssrc,
+            fraction_lost: b.fraction_lost,
+            total_lost: b.cumulative_lost & 0xFF_FFFF,
+            last_sequence_number: b.extended_highest_sequence,
+            jitter: b.jitter,
+            // No sender reports are tracked, so LSR and DLSR stay 0 (§6.4.1 allows it).
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    let packets: Vec<Box<dyn RtcpPacket>> = vec![
+        Box::new(ReceiverReport {
+            ssrc: reporter_ssrc,
+            reports,
+            ..Default::default()
+        }),
+        Box::new(SourceDescription {
+            chunks: vec![SourceDescriptionChunk {
+                source: reporter_ssrc,
+                items: vec![SourceDescriptionItem {
+                    sdes_type: SdesType::SdesCname,
+                    text: Bytes::copy_from_slice(cname.as_bytes()),
+                }],
+            }],
         }),
     ];
     marshal(&packets)
@@ -243,5 +283,56 @@ mod tests {
             .expect("BYE last");
         assert_eq!(bye.sources, vec![42]);
         assert_eq!(&bye.reason[..], b"broadcast ended");
+    }
+
+    #[test]
+    fn an_agent_receiver_report_round_trips_through_parse_reports() {
+        let block = crate::agent::stats::ReportBlock {
+            ssrc: 42,
+            fraction_lost: 25,
+            cumulative_lost: 10,
+            extended_highest_sequence: (1 << 16) + 7,
+            jitter: 80,
+        };
+        // `super::` because the helper above shares the name.
+        let wire = super::receiver_report(0xBEEF, Some(&block), "agent@hall").unwrap();
+        let stats = parse_reports(&wire).unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].reporter_ssrc, 0xBEEF);
+        assert_eq!(stats[0].media_ssrc, 42);
+        assert!((stats[0].fraction_lost - 25.0 / 256.0).abs() < 1e-9);
+        assert_eq!(stats[0].cumulative_lost, 10);
+        assert_eq!(stats[0].jitter, 80);
+        let parsed = rtc_rtcp::packet::unmarshal(&mut wire.clone()).unwrap();
+        let rr = parsed[0]
+            .as_any()
+            .downcast_ref::<ReceiverReport>()
+            .expect("RR first");
+        assert_eq!(rr.reports[0].last_sequence_number, (1 << 16) + 7);
+        let sdes = parsed[1]
+            .as_any()
+            .downcast_ref::<SourceDescription>()
+            .expect("SDES second");
+        assert_eq!(sdes.chunks[0].source, 0xBEEF);
+        assert_eq!(&sdes.chunks[0].items[0].text[..], b"agent@hall");
+    }
+
+    #[test]
+    fn an_agent_receiver_report_without_a_block_is_still_a_valid_compound() {
+        let wire = super::receiver_report(0xBEEF, None, "agent@hall").unwrap();
+        assert!(parse_reports(&wire).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_negative_cumulative_loss_reads_as_none_lost() {
+        let block = crate::agent::stats::ReportBlock {
+            ssrc: 42,
+            fraction_lost: 0,
+            cumulative_lost: (-3i32 as u32) & 0xFF_FFFF,
+            extended_highest_sequence: 9,
+            jitter: 0,
+        };
+        let wire = super::receiver_report(1, Some(&block), "c").unwrap();
+        assert_eq!(parse_reports(&wire).unwrap()[0].cumulative_lost, 0);
     }
 }
