@@ -2,12 +2,13 @@
 //! can act, with who, when, what, target and result.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::problem::Query;
 use super::problem::{ApiError, Problem};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -3,7 +3,7 @@
 //! handed to the engine, whose events move it to playing and done.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::airing::{Airing, prepare_and_play, resolve_clusters};
 use super::areas::validation;
+use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::playout::{Interruption, Priority};
 use crate::store::{
@@ -375,7 +376,7 @@ struct AsRunFilter {
     area: Option<String>,
 }
 
-fn parse_time(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(crate) fn parse_time(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
     value
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v)

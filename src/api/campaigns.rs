@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -18,6 +18,7 @@ use super::AppState;
 use super::airing::resolve_clusters;
 use super::areas::validation;
 use super::broadcasts::Targets;
+use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::fleet::parse_name;
 use crate::playout::{Interruption, Priority};

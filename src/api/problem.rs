@@ -1,7 +1,8 @@
 //! Errors as RFC 9457 `application/problem+json`, and the request extractors whose
 //! rejections are the same type, so every malformed request gets the same kind of answer.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -230,6 +231,25 @@ where
                 }
             })?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Like `axum::extract::Query`, but a query string that does not parse (an unknown
+/// parameter, a number that is not one) is a problem+json 400, as every other bad input.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
 

@@ -3,7 +3,7 @@
 //! duration), so an interrupted or cancelled airing counts for what went out.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::problem::Query;
 use super::problem::{ApiError, Problem};
 use crate::store::{AirtimeGroup, AirtimeRow};
 
