@@ -75,8 +75,18 @@ pub struct RtpConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
+    /// No heartbeat, keepalive or receiver report for this long: offline.
     pub offline_after_s: u64,
+    /// `http://` URLs that get a POST per health transition.
     pub webhooks: Vec<String>,
+    /// Receiver-reported loss above this (percent) makes a cluster degraded.
+    pub max_loss_pct: f64,
+    /// Receiver-reported interarrival jitter above this (ms) makes a cluster degraded.
+    pub max_jitter_ms: f64,
+    /// How often agents are told to send heartbeats.
+    pub heartbeat_interval_s: u64,
+    /// Attempts per webhook delivery (backoff 1 s, 2 s, 4 s… between them).
+    pub webhook_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -155,6 +165,10 @@ impl Default for HealthConfig {
         Self {
             offline_after_s: 30,
             webhooks: Vec::new(),
+            max_loss_pct: 5.0,
+            max_jitter_ms: 50.0,
+            heartbeat_interval_s: 5,
+            webhook_attempts: 6,
         }
     }
 }
@@ -273,6 +287,37 @@ impl Config {
             return invalid(
                 "rtp.registration_timeout_s",
                 "must be between 1 and 3600 seconds",
+            );
+        }
+        if !(2..=86_400).contains(&self.health.offline_after_s) {
+            return invalid(
+                "health.offline_after_s",
+                "must be between 2 and 86400 seconds",
+            );
+        }
+        if !(1..=3600).contains(&self.health.heartbeat_interval_s)
+            || self.health.heartbeat_interval_s >= self.health.offline_after_s
+        {
+            return invalid(
+                "health.heartbeat_interval_s",
+                "must be at least 1 s and shorter than health.offline_after_s",
+            );
+        }
+        if !(0.0..=100.0).contains(&self.health.max_loss_pct) {
+            return invalid("health.max_loss_pct", "must be between 0 and 100");
+        }
+        if !(self.health.max_jitter_ms > 0.0 && self.health.max_jitter_ms <= 10_000.0) {
+            return invalid("health.max_jitter_ms", "must be above 0 and at most 10000");
+        }
+        if !(1..=20).contains(&self.health.webhook_attempts) {
+            return invalid("health.webhook_attempts", "must be between 1 and 20");
+        }
+        if let Some(url) = self.health.webhooks.iter().find(|u| {
+            reqwest::Url::parse(u).map_or(true, |u| u.scheme() != "http" || u.host().is_none())
+        }) {
+            return invalid(
+                "health.webhooks",
+                &format!("`{url}` is not an http:// URL (https is not built in)"),
             );
         }
         if self.audio.max_upload_mb == 0 {

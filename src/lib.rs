@@ -14,8 +14,11 @@
 //! - [`playout`]: the engine handle and the pacer thread that sends.
 //! - [`api`]: axum routes, auth, problem+json, OpenAPI.
 //! - [`calendar`]: the runner that airs approved campaigns at their planned instants.
+//! - [`monitor`]: feeds the health model, stores transitions, posts webhooks.
+//! - [`agent`]: the reference speaker receiver (`loaxa agent`, `loaxa simulate`).
 //! - [`server`]: wires it all and shuts it down in order.
 
+pub mod agent;
 pub mod api;
 pub mod calendar;
 pub mod cap;
@@ -25,6 +28,7 @@ pub mod file_campaigns;
 pub mod fleet;
 pub mod library;
 pub mod media;
+pub mod monitor;
 pub mod playout;
 pub mod rtp;
 pub mod schedule;

@@ -1,4 +1,5 @@
-//! The `loaxa` command line: `serve` runs the daemon; `schedules check` validates the
+//! The `loaxa` command line: `serve` runs the daemon; `agent` is the reference speaker
+//! receiver; `simulate` runs many agents for load tests; `schedules check` validates the
 //! schedule files without starting anything.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,77 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
+    },
+    /// The reference speaker agent: registers with the controller, receives the cluster's
+    /// RTP stream, plays it (sound card, WAV file or nowhere) and reports its health.
+    Agent {
+        /// The controller's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        controller: reqwest::Url,
+        /// The cluster's agent token (shown once when the cluster was created).
+        #[arg(long, env = "LOAXA_AGENT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The cluster's id.
+        #[arg(long)]
+        cluster: String,
+        /// `alsa`, `alsa:DEVICE`, `wav:PATH` or `null`.
+        #[arg(long, default_value = "alsa")]
+        output: loaxa::agent::output::OutputSpec,
+        /// Local address to receive on (default: every address).
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
+        /// Jitter buffer bounds, milliseconds.
+        #[arg(long, default_value_t = 60)]
+        min_delay_ms: u64,
+        #[arg(long, default_value_t = 200)]
+        max_delay_ms: u64,
+        /// Stop after this many seconds (default: until SIGTERM/SIGINT).
+        #[arg(long)]
+        seconds: Option<u64>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// N simulated agents on loopback in one process: creates N clusters on the
+    /// controller, receives their streams (with optional loss and jitter), prints what
+    /// they received and the controller's health counts, then deletes the clusters.
+    Simulate {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        controller: reqwest::Url,
+        /// A token that may create clusters (the admin token).
+        #[arg(long, env = "LOAXA_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, default_value_t = 10)]
+        clusters: usize,
+        /// Percent of received packets each agent drops.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Each packet is held back up to this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        jitter: u64,
+        /// Area for the clusters (created if missing).
+        #[arg(long, default_value = "sim")]
+        area: String,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "pcmu")]
+        codec: String,
+        /// `unicast` or `registered`.
+        #[arg(long, default_value = "unicast")]
+        mode: String,
+        /// First loopback port of unicast agents (two per agent: RTP, RTCP).
+        #[arg(long, default_value_t = 40000)]
+        base_port: u16,
+        /// Broadcast this audio id to the area once the agents are up.
+        #[arg(long)]
+        play: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Keep the clusters afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Schedule files (`schedules/*.toml`, one campaign a file).
     Schedules {
@@ -110,6 +182,89 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Agent {
+            controller,
+            token,
+            cluster,
+            output,
+            bind,
+            min_delay_ms,
+            max_delay_ms,
+            seconds,
+            log_format,
+        } => {
+            init_tracing(log_format);
+            if min_delay_ms == 0 || max_delay_ms < min_delay_ms || max_delay_ms > 2000 {
+                eprintln!("loaxa agent: need 0 < --min-delay-ms <= --max-delay-ms <= 2000");
+                return ExitCode::from(2);
+            }
+            let options = loaxa::agent::run::AgentOptions {
+                controller,
+                token,
+                cluster,
+                output,
+                bind,
+                min_delay: std::time::Duration::from_millis(min_delay_ms),
+                max_delay: std::time::Duration::from_millis(max_delay_ms),
+                impairment: Default::default(),
+            };
+            run_async(seconds, |stop| async move {
+                let tally = loaxa::agent::run::run(options, stop).await?;
+                tracing::info!(?tally, "agent stopped");
+                Ok(())
+            })
+        }
+        Command::Simulate {
+            controller,
+            token,
+            clusters,
+            loss,
+            jitter,
+            area,
+            seconds,
+            codec,
+            mode,
+            base_port,
+            play,
+            repeat,
+            keep,
+            json,
+        } => {
+            init_tracing(LogFormat::Human);
+            if !(0.0..=100.0).contains(&loss)
+                || clusters == 0
+                || !["unicast", "registered"].contains(&mode.as_str())
+            {
+                eprintln!(
+                    "loaxa simulate: need --clusters >= 1, 0 <= --loss <= 100, --mode unicast|registered"
+                );
+                return ExitCode::from(2);
+            }
+            let options = loaxa::agent::simulate::SimulateOptions {
+                controller,
+                token,
+                clusters,
+                loss: loss / 100.0,
+                jitter: std::time::Duration::from_millis(jitter),
+                area,
+                duration: std::time::Duration::from_secs(seconds),
+                codec,
+                mode,
+                base_port,
+                play,
+                repeat,
+                keep,
+            };
+            run_async(None, |stop| async move {
+                let report = loaxa::agent::simulate::run(options, stop).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+                Ok(())
+            })
         }
         Command::Schedules {
             command: SchedulesCommand::Check { dir, config },
@@ -242,6 +397,44 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// Runs `body` on a new runtime with a stop flag that turns true on SIGTERM/SIGINT or
+/// after `seconds`.
+fn run_async<F, Fut>(seconds: Option<u64>, body: F) -> ExitCode
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loaxa: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            match seconds {
+                Some(s) => {
+                    tokio::select! {
+                        () = shutdown_signal() => {}
+                        () = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}
+                    }
+                }
+                None => shutdown_signal().await,
+            }
+            let _ = stop_tx.send(true);
+        });
+        match body(stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loaxa: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -90,6 +90,7 @@ pub async fn run(
         config: config.clone(),
         admin_token_hash,
         http_metrics: Arc::default(),
+        monitor: Arc::new(crate::monitor::Monitor::new(&config.health)),
         calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
     };
@@ -98,6 +99,7 @@ pub async fn run(
     }
     let calendar = tokio::spawn(crate::calendar::run(state.clone()));
     let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    let monitor = tokio::spawn(crate::monitor::run(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -117,6 +119,7 @@ pub async fn run(
     // between steps loses nothing.
     calendar.abort();
     reloader.abort();
+    monitor.abort();
     tracing::info!("shutting down: finishing the current packet batch");
     let stopping = engine.clone();
     tokio::task::spawn_blocking(move || stopping.shutdown()).await?;

@@ -17,21 +17,24 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 /// Equal-time comparison, so a timing probe learns nothing about the hash.
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+/// The bearer token of a request, if it carries one.
+pub(crate) fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .filter(|t| !t.is_empty());
-    match presented {
+        .filter(|t| !t.is_empty())
+}
+
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match presented_token(req.headers()) {
         Some(token) if same(&hash_token(token), &state.admin_token_hash) => next.run(req).await,
         _ => {
             let mut response = ApiError::Unauthorized.into_response();

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::areas::validation;
+use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::codec::{Codec, CodecSettings};
 use crate::fleet::{Endpoint, EndpointSpec, parse_name};
@@ -23,7 +24,7 @@ use sha2::Digest;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_cluster, list_clusters))
-        .routes(routes!(get_cluster, delete_cluster))
+        .routes(routes!(get_cluster, update_cluster, delete_cluster))
         .routes(routes!(cluster_sdp))
 }
 
@@ -182,22 +183,7 @@ async fn create_cluster(
         .map_err(|e| errors.push(FieldError::new("codec", e.to_string())))
         .ok();
     let ptime_ms = body.ptime_ms.unwrap_or(state.config.rtp.ptime_ms);
-    if !PTIMES.contains(&ptime_ms) || ptime_ms % state.config.rtp.ptime_ms != 0 {
-        errors.push(FieldError::new(
-            "ptime_ms",
-            format!(
-                "must be one of 20, 40, 60 and a multiple of the configured {} ms",
-                state.config.rtp.ptime_ms
-            ),
-        ));
-    } else if let Some(codec) = codec
-        && !codec.supports_ptime(ptime_ms)
-    {
-        errors.push(FieldError::new(
-            "ptime_ms",
-            format!("{codec} cannot use {ptime_ms} ms packets"),
-        ));
-    }
+    check_ptime(&state, codec, ptime_ms, &mut errors);
     let endpoint = Endpoint::parse(&body.endpoint)
         .map_err(|(field, why)| errors.push(FieldError::new(field, why.0)))
         .ok();
@@ -233,6 +219,7 @@ async fn create_cluster(
         agent_key: Some(hex::encode(agent_key)),
     };
     state.store.insert_cluster(&row).await?;
+    state.monitor.track(&row.id);
     if endpoint == Endpoint::Registered {
         state.engine.registry().set_key(&row.id, agent_key.to_vec());
     }
@@ -244,6 +231,30 @@ async fn create_cluster(
         [(header::LOCATION, location)],
         Json(cluster),
     ))
+}
+
+fn check_ptime(
+    state: &AppState,
+    codec: Option<Codec>,
+    ptime_ms: u32,
+    errors: &mut Vec<FieldError>,
+) {
+    if !PTIMES.contains(&ptime_ms) || !ptime_ms.is_multiple_of(state.config.rtp.ptime_ms) {
+        errors.push(FieldError::new(
+            "ptime_ms",
+            format!(
+                "must be one of 20, 40, 60 and a multiple of the configured {} ms",
+                state.config.rtp.ptime_ms
+            ),
+        ));
+    } else if let Some(codec) = codec
+        && !codec.supports_ptime(ptime_ms)
+    {
+        errors.push(FieldError::new(
+            "ptime_ms",
+            format!("{codec} cannot use {ptime_ms} ms packets"),
+        ));
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -301,6 +312,91 @@ async fn get_cluster(
     Cluster::from_row(find(&state, &id).await?).map(|c| Json(c.with_reception(&state)))
 }
 
+/// What PATCH may change; every field optional.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCluster {
+    name: Option<String>,
+    codec: Option<String>,
+    ptime_ms: Option<u32>,
+    endpoint: Option<EndpointSpec>,
+    /// 0-100: the cluster's agent applies it from its next heartbeat.
+    volume: Option<u8>,
+    enabled: Option<bool>,
+}
+
+/// Changes a cluster. Volume reaches the agent with its next heartbeat answer; a new
+/// codec, packet time or endpoint applies from the next programme the cluster airs (a
+/// new codec or packet time is a new RTP stream, the old one ending with BYE).
+#[utoipa::path(patch, path = "/api/v1/clusters/{id}", tag = "clusters", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    request_body = UpdateCluster,
+    responses((status = 200, body = Cluster), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_cluster(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateCluster>,
+) -> Result<Json<Cluster>, ApiError> {
+    let mut row = find(&state, &id).await?;
+    let mut errors = Vec::new();
+    if let Some(name) = &body.name {
+        match parse_name(name, 200) {
+            Ok(name) => row.name = name,
+            Err(e) => errors.push(FieldError::new("name", e.0)),
+        }
+    }
+    let mut codec: Option<Codec> = row.codec.parse().ok();
+    if let Some(c) = &body.codec {
+        codec = c
+            .parse::<Codec>()
+            .map_err(|e| errors.push(FieldError::new("codec", e.to_string())))
+            .ok();
+    }
+    let ptime_ms = body.ptime_ms.unwrap_or(row.ptime_ms as u32);
+    check_ptime(&state, codec, ptime_ms, &mut errors);
+    let mut endpoint = None;
+    if let Some(spec) = &body.endpoint {
+        endpoint = Endpoint::parse(spec)
+            .map_err(|(field, why)| errors.push(FieldError::new(field, why.0)))
+            .ok();
+    }
+    if body.volume.is_some_and(|v| v > 100) {
+        errors.push(FieldError::new("volume", "must be between 0 and 100"));
+    }
+    if !errors.is_empty() {
+        return Err(validation(errors));
+    }
+    if let Some(codec) = codec {
+        row.codec = codec.to_string();
+    }
+    row.ptime_ms = i64::from(ptime_ms);
+    if let Some(endpoint) = endpoint {
+        row.endpoint = serde_json::to_string(&endpoint.to_spec()).map_err(ApiError::internal)?;
+    }
+    if let Some(volume) = body.volume {
+        row.volume = i64::from(volume);
+    }
+    if let Some(enabled) = body.enabled {
+        row.enabled = enabled;
+    }
+    state
+        .store
+        .update_cluster(&row)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("cluster", &id),
+            other => other.into(),
+        })?;
+    if let Some(endpoint) = endpoint {
+        let key = row.agent_key.as_deref().and_then(|k| hex::decode(k).ok());
+        match (endpoint, key) {
+            (Endpoint::Registered, Some(key)) => state.engine.registry().set_key(&id, key),
+            _ => state.engine.registry().remove(&id),
+        }
+    }
+    Cluster::from_row(row).map(|c| Json(c.with_reception(&state)))
+}
+
 /// Removes a cluster; what it was airing stops and its stream ends with BYE.
 #[utoipa::path(delete, path = "/api/v1/clusters/{id}", tag = "clusters", security(("bearer" = [])),
     params(("id" = String, Path)),
@@ -314,6 +410,8 @@ async fn delete_cluster(
         other => other.into(),
     })?;
     state.engine.remove_cluster(&id);
+    state.engine.registry().remove(&id);
+    state.monitor.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -178,6 +178,15 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         "Registered clusters (behind NAT) with a current address from their keepalives.",
     );
     let _ = writeln!(out, "loaxa_clusters_reachable_registered {registered}");
+    head(
+        &mut out,
+        "loaxa_clusters_by_status",
+        "gauge",
+        "Clusters by health status (online, degraded, offline, unknown).",
+    );
+    for (status, n) in state.monitor.counts() {
+        let _ = writeln!(out, "loaxa_clusters_by_status{{status=\"{status}\"}} {n}");
+    }
 
     head(
         &mut out,

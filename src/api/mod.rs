@@ -10,6 +10,7 @@ pub mod broadcasts;
 pub mod campaigns;
 pub mod clusters;
 pub mod emergency;
+pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod reports;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// HTTP request counts and latencies, for `/metrics`.
     pub http_metrics: Arc<metrics::HttpMetrics>,
+    /// The fleet's health, and what agents said and are owed.
+    pub monitor: Arc<crate::monitor::Monitor>,
     /// Wakes the calendar runner when campaigns change.
     pub calendar: Arc<tokio::sync::Notify>,
     /// The document generated from the routes, set once when the app is built.
@@ -83,6 +86,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(campaigns::router())
         .merge(reports::router())
         .merge(audit::router())
+        .merge(health::router())
         .merge(metrics::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
@@ -91,8 +95,11 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             state.clone(),
             auth::require_token,
         ));
+    // Agents authenticate with their own cluster's token, checked by the route itself.
+    let agents = health::agent_router().layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(system::router())
+        .merge(agents)
         .merge(protected)
 }
 

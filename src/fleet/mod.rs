@@ -1,6 +1,8 @@
 //! The fleet's domain types: area codes, cluster endpoints, names. Each parses and
 //! validates once at the edge; past that, values are known good. No I/O here.
 
+pub mod health;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -79,7 +81,7 @@ pub enum Endpoint {
 pub const DEFAULT_MULTICAST_TTL: u8 = 1;
 
 /// The endpoint as it arrives in JSON, before validation.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// `unicast`, `multicast`, or `registered` (behind NAT: the stream goes where the

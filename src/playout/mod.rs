@@ -104,6 +104,7 @@ pub struct Engine {
     running: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     rtp_addr: SocketAddr,
+    rtcp_addr: SocketAddr,
 }
 
 impl Engine {
@@ -127,7 +128,9 @@ impl Engine {
             registry.clone(),
         )?;
         let rtp_addr = pacer.rtp_local_addr()?;
-        reports::spawn(pacer.rtcp_socket()?, reports.clone(), running.clone())?;
+        let rtcp_socket = pacer.rtcp_socket()?;
+        let rtcp_addr = rtcp_socket.local_addr()?;
+        reports::spawn(rtcp_socket, reports.clone(), running.clone())?;
         registry::spawn(
             pacer.rtp_socket()?,
             registry.clone(),
@@ -145,6 +148,7 @@ impl Engine {
             running,
             thread: Mutex::new(Some(thread)),
             rtp_addr,
+            rtcp_addr,
         })
     }
 
@@ -242,6 +246,11 @@ impl Engine {
     /// The local address RTP leaves from.
     pub fn rtp_local_addr(&self) -> SocketAddr {
         self.rtp_addr
+    }
+
+    /// Where receivers of unicast and multicast streams send their RTCP reports.
+    pub fn rtcp_local_addr(&self) -> SocketAddr {
+        self.rtcp_addr
     }
 
     /// Finishes the current batch, sends BYE on every live stream, reports everything

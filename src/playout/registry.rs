@@ -75,7 +75,10 @@ impl Registry {
     /// Lets `cluster` register with keepalives signed by `key`.
     pub fn set_key(&self, cluster: &str, key: Vec<u8>) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(cluster.into(), Entry { key, seen: None });
+            // The same key again (an edit that kept the mode) keeps the current address.
+            if entries.get(cluster).is_none_or(|e| e.key != key) {
+                entries.insert(cluster.into(), Entry { key, seen: None });
+            }
         }
         self.version.fetch_add(1, Ordering::AcqRel);
     }
@@ -97,6 +100,21 @@ impl Registry {
             address: seen.from,
             age,
         })
+    }
+
+    /// How long ago each registered cluster's latest verified keepalive arrived (current
+    /// or not), for the health model.
+    pub fn keepalive_ages(&self, now: Instant) -> Vec<(Arc<str>, Duration)> {
+        let Ok(entries) = self.entries.lock() else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|(cluster, e)| {
+                e.seen
+                    .map(|s| (cluster.clone(), now.saturating_duration_since(s.at)))
+            })
+            .collect()
     }
 
     pub fn counts(&self) -> KeepaliveCounts {

@@ -12,9 +12,11 @@ use sqlx::{FromRow, SqlitePool};
 mod asrun;
 mod campaigns;
 mod emergency;
+mod health;
 pub use asrun::Played;
 pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
 pub use emergency::{AuditEntry, AuditRow, CapAlertRow, EmergencyRow};
+pub use health::{HealthTransitionRow, NewTransition};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

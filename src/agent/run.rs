@@ -1,0 +1,743 @@
+//! The agent's event loop: heartbeats to the controller (whose answers carry the stream
+//! settings, the volume and test tones), the RTP socket(s) the stream arrives on,
+//! keepalives for clusters behind NAT, receiver reports, and the playout clock that
+//! takes frames from the jitter buffer, decodes or conceals them and hands them to the
+//! output. One task per agent; `loaxa simulate` runs many in one process.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use rand::Rng;
+use serde::Serialize;
+use sha2::Digest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::jitter::{JitterBuffer, JitterConfig, Pushed, Slot, parse_rtp};
+use super::output::{self, Output, OutputSpec};
+use super::stats::ReceiverStats;
+use crate::api::health::HeartbeatAnswer;
+use crate::codec::{Codec, PayloadDecoder};
+use crate::fleet::{Endpoint, EndpointSpec};
+use crate::monitor::{AgentReport, Playing, ToneCommand};
+use crate::rtp::{keepalive, rtcp};
+
+/// Keepalives of a registered cluster go out this often (NAT bindings for UDP commonly
+/// last 30 s or more; the controller's registration timeout defaults to 30 s).
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+/// Receiver reports go out about this often (RFC 3550's minimum interval).
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait between heartbeat attempts while the controller cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// What `loaxa agent` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The controller's base URL, e.g. `http://10.0.0.1:8080`.
+    pub controller: reqwest::Url,
+    /// The cluster's agent token (shown once when the cluster was created).
+    pub token: String,
+    pub cluster: String,
+    pub output: OutputSpec,
+    /// Local address to receive on, instead of any address.
+    pub bind: Option<IpAddr>,
+    /// Jitter buffer bounds.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Network trouble to simulate on reception (`loaxa simulate`).
+    pub impairment: Impairment,
+}
+
+/// Simulated loss and jitter, applied to datagrams as they arrive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impairment {
+    /// Probability (0-1) that a datagram is dropped.
+    pub loss: f64,
+    /// Each datagram is held back by a uniform random delay up to this.
+    pub jitter: Duration,
+}
+
+/// What an agent received and played, for `loaxa simulate`'s report and tests.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Tally {
+    /// RTP packets that reached the jitter buffer.
+    pub packets_received: u64,
+    /// Dropped by the simulated loss before reaching it.
+    pub packets_dropped: u64,
+    /// Frames concealed because their packet never came (or came too late).
+    pub concealed: u64,
+    /// Packets that arrived after their playout instant.
+    pub late: u64,
+    /// Frames decoded and played.
+    pub frames_played: u64,
+    /// Seconds of audio handed to the output (decoded and concealed).
+    pub decoded_seconds: f64,
+    /// Streams (SSRCs) heard.
+    pub streams: u64,
+    pub heartbeats_ok: u64,
+    pub heartbeats_failed: u64,
+    pub test_tones_played: u64,
+}
+
+/// The stream this agent is set up for, from the controller's latest answer.
+#[derive(Debug, Clone, PartialEq)]
+struct StreamSettings {
+    codec: Codec,
+    ptime_ms: u32,
+    endpoint: EndpointSpec,
+    rtp_port: u16,
+    rtcp_port: u16,
+}
+
+/// Where the stream arrives and reports leave from.
+struct Sockets {
+    rtp: UdpSocket,
+    /// Unicast and multicast: the RTP port + 1. Registered clusters multiplex RTCP on the
+    /// RTP socket (the only port their NAT keeps open).
+    rtcp: Option<UdpSocket>,
+    registered: bool,
+}
+
+/// Runs one agent until `stop` turns true; returns what it received.
+pub async fn run(options: AgentOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<Tally> {
+    let output = output::open(&options.output)?;
+    let host = options
+        .controller
+        .host_str()
+        .context("the controller URL has no host")?
+        .to_string();
+    let port = options
+        .controller
+        .port_or_known_default()
+        .context("the controller URL has no port")?;
+    let controller_ip = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve the controller host `{host}`"))?
+        .next()
+        .with_context(|| format!("the controller host `{host}` has no address"))?
+        .ip();
+    let mut agent = Agent::new(&options, output, controller_ip);
+    let report = Arc::new(Mutex::new(agent.report()));
+    let (answers_tx, mut answers) = mpsc::channel(4);
+    let counts = Arc::new(HeartbeatCounts::default());
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        options.clone(),
+        report.clone(),
+        answers_tx,
+        counts.clone(),
+        stop.clone(),
+    ));
+    let mut sockets: Option<Sockets> = None;
+    let mut rtp_buf = vec![0u8; MAX_DATAGRAM];
+    let mut rtcp_buf = vec![0u8; MAX_DATAGRAM];
+    let mut playout = tokio::time::interval(Duration::from_millis(10));
+    playout.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut control = tokio::time::interval(Duration::from_millis(500));
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            Some(answer) = answers.recv() => {
+                if let Some(settings) = agent.apply(&answer) {
+                    sockets = match bind(&settings, options.bind) {
+                        Ok(s) => {
+                            tracing::info!(cluster = %options.cluster, rtp = ?s.rtp.local_addr().ok(),
+                                mode = %settings.endpoint.mode, codec = %settings.codec, "receiving");
+                            agent.next_keepalive = Instant::now();
+                            Some(s)
+                        }
+                        Err(e) => {
+                            tracing::error!(cluster = %options.cluster, error = %e, "cannot bind the RTP socket");
+                            None
+                        }
+                    };
+                }
+            }
+            r = recv(sockets.as_ref().map(|s| &s.rtp), &mut rtp_buf) => {
+                if let Ok((n, from)) = r {
+                    agent.on_datagram(&rtp_buf[..n], from, Instant::now());
+                }
+            }
+            r = recv(sockets.as_ref().and_then(|s| s.rtcp.as_ref()), &mut rtcp_buf) => {
+                if let Ok((n, _)) = r {
+                    agent.on_rtcp(&rtcp_buf[..n]);
+                }
+            }
+            _ = playout.tick() => {
+                if let Err(e) = agent.play(Instant::now()) {
+                    tracing::error!(cluster = %options.cluster, error = %e, "output failed");
+                    break;
+                }
+            }
+            _ = control.tick() => {
+                if let Some(s) = &sockets {
+                    agent.control(s, Instant::now()).await;
+                }
+                *report.lock().unwrap_or_else(|p| p.into_inner()) = agent.report();
+            }
+        }
+    }
+    heartbeats.abort();
+    let mut tally = agent.tally();
+    tally.heartbeats_ok = counts.ok.load(Ordering::Relaxed);
+    tally.heartbeats_failed = counts.failed.load(Ordering::Relaxed);
+    Ok(tally)
+}
+
+/// Receives from `socket`, or waits forever when there is none.
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the sockets the settings call for.
+fn bind(settings: &StreamSettings, local: Option<IpAddr>) -> anyhow::Result<Sockets> {
+    let any = local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let endpoint = Endpoint::parse(&settings.endpoint)
+        .map_err(|(f, e)| anyhow::anyhow!("the controller sent a bad endpoint: {f}: {}", e.0))?;
+    match endpoint {
+        Endpoint::Unicast { address } => {
+            let rtp = udp(SocketAddr::new(any, address.port()), None)?;
+            let rtcp = udp(SocketAddr::new(any, address.port().wrapping_add(1)), None)?;
+            Ok(Sockets {
+                rtp,
+                rtcp: Some(rtcp),
+                registered: false,
+            })
+        }
+        Endpoint::Multicast { group, .. } => {
+            let IpAddr::V4(group_ip) = group.ip() else {
+                anyhow::bail!("only IPv4 multicast groups are supported");
+            };
+            let interface = match local {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            let wildcard = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+            let rtp = udp(
+                SocketAddr::new(wildcard, group.port()),
+                Some((group_ip, interface)),
+            )?;
+            let rtcp = udp(
+                SocketAddr::new(wildcard, group.port().wrapping_add(1)),
+                Some((group_ip, interface)),
+            )?;
+            Ok(Sockets {
+                rtp,
+                rtcp: Some(rtcp),
+                registered: false,
+            })
+        }
+        Endpoint::Registered => Ok(Sockets {
+            rtp: udp(SocketAddr::new(any, 0), None)?,
+            rtcp: None,
+            registered: true,
+        }),
+    }
+}
+
+fn udp(addr: SocketAddr, multicast: Option<(Ipv4Addr, Ipv4Addr)>) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some((group, interface)) = multicast {
+        // Several speakers of a group may listen on one host.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.join_multicast_v4(&group, &interface)?;
+    } else {
+        socket
+            .bind(&addr.into())
+            .with_context(|| format!("cannot bind {addr}"))?;
+    }
+    // Room for a second or so of Opus/L16 bursts.
+    let _ = socket.set_recv_buffer_size(1 << 20);
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+#[derive(Default)]
+struct HeartbeatCounts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Sends heartbeats: the agent's state in, the controller's answer out to the main
+/// loop. Retries with exponential backoff (with jitter) while the controller is away.
+async fn heartbeat_loop(
+    options: AgentOptions,
+    report: Arc<Mutex<AgentReport>>,
+    answers: mpsc::Sender<HeartbeatAnswer>,
+    counts: Arc<HeartbeatCounts>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client");
+            return;
+        }
+    };
+    let url = match options
+        .controller
+        .join(&format!("api/v1/clusters/{}/heartbeat", options.cluster))
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "bad controller URL");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    let mut reachable = None;
+    loop {
+        let body = serde_json::to_vec(&*report.lock().unwrap_or_else(|p| p.into_inner()))
+            .unwrap_or_default();
+        let outcome = client
+            .post(url.clone())
+            .bearer_auth(&options.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let wait = match answer_of(outcome).await {
+            Ok(answer) => {
+                counts.ok.fetch_add(1, Ordering::Relaxed);
+                if reachable != Some(true) {
+                    tracing::info!(cluster = %options.cluster, status = %answer.status, "heartbeat answered");
+                }
+                reachable = Some(true);
+                backoff = Duration::from_secs(1);
+                let every = Duration::from_secs(answer.heartbeat_interval_s.max(1));
+                if answers.send(answer).await.is_err() {
+                    return;
+                }
+                every
+            }
+            Err(e) => {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
+                if reachable != Some(false) {
+                    tracing::warn!(cluster = %options.cluster, error = %e, "controller unreachable; retrying with backoff");
+                }
+                reachable = Some(false);
+                let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn answer_of(outcome: reqwest::Result<reqwest::Response>) -> anyhow::Result<HeartbeatAnswer> {
+    let response = outcome?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "heartbeat refused: {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        );
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// A sine tone being played.
+struct Tone {
+    frequency_hz: f64,
+    remaining: usize,
+    phase: f64,
+}
+
+/// The agent's state, driven by the event loop. No sockets of its own except where it
+/// sends (keepalives and reports, through the ones it is handed).
+struct Agent {
+    cluster: String,
+    key: [u8; 32],
+    controller_ip: IpAddr,
+    /// Where the stream's packets come from (the controller's sending address).
+    source_ip: Option<IpAddr>,
+    settings: Option<StreamSettings>,
+    decoder: Option<Box<dyn PayloadDecoder>>,
+    jitter: JitterBuffer,
+    bounds: (Duration, Duration),
+    stats: ReceiverStats,
+    output: Box<dyn Output>,
+    volume: u8,
+    impairment: Impairment,
+    /// Datagrams held back by the simulated jitter, by delivery instant.
+    delayed: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    delayed_seq: u64,
+    last_frame: Vec<i16>,
+    lost_run: u32,
+    tone: Option<Tone>,
+    tones_played: Vec<(String, Instant)>,
+    tones_seen: HashSet<String>,
+    ssrc: u32,
+    keepalive_counter: u64,
+    next_keepalive: Instant,
+    next_report: Instant,
+    playing: Option<Playing>,
+    started: Instant,
+    output_name: &'static str,
+    tally: Tally,
+}
+
+impl Agent {
+    fn new(options: &AgentOptions, output: Box<dyn Output>, controller_ip: IpAddr) -> Self {
+        let bounds = (options.min_delay, options.max_delay);
+        Self {
+            cluster: options.cluster.clone(),
+            key: sha2::Sha256::digest(options.token.as_bytes()).into(),
+            controller_ip,
+            source_ip: None,
+            settings: None,
+            decoder: None,
+            jitter: JitterBuffer::new(JitterConfig {
+                min_delay: bounds.0,
+                max_delay: bounds.1,
+                ..JitterConfig::default()
+            }),
+            bounds,
+            stats: ReceiverStats::new(8000),
+            output,
+            volume: 100,
+            impairment: options.impairment,
+            delayed: BinaryHeap::new(),
+            delayed_seq: 0,
+            last_frame: Vec::new(),
+            lost_run: 0,
+            tone: None,
+            tones_played: Vec::new(),
+            tones_seen: HashSet::new(),
+            ssrc: rand::random(),
+            keepalive_counter: 0,
+            next_keepalive: Instant::now(),
+            next_report: Instant::now() + REPORT_EVERY,
+            playing: None,
+            started: Instant::now(),
+            output_name: match options.output {
+                OutputSpec::Null => "null",
+                OutputSpec::Wav(_) => "wav",
+                OutputSpec::Alsa { .. } => "alsa",
+            },
+            tally: Tally::default(),
+        }
+    }
+
+    /// Takes the controller's answer; returns the new settings when the sockets must be
+    /// (re)opened.
+    fn apply(&mut self, answer: &HeartbeatAnswer) -> Option<StreamSettings> {
+        self.volume = answer.volume.min(100);
+        for tone in &answer.test_tones {
+            self.start_tone(tone);
+        }
+        let codec: Codec = match answer.codec.parse() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(cluster = %self.cluster, error = %e, "the controller named an unknown codec");
+                return None;
+            }
+        };
+        let settings = StreamSettings {
+            codec,
+            ptime_ms: answer.ptime_ms,
+            endpoint: answer.endpoint.clone(),
+            rtp_port: answer.rtp_port,
+            rtcp_port: answer.rtcp_port,
+        };
+        let old = self.settings.replace(settings.clone());
+        let codec_changed = old
+            .as_ref()
+            .is_none_or(|o| o.codec != settings.codec || o.ptime_ms != settings.ptime_ms);
+        if codec_changed {
+            self.decoder = codec.decoder().ok();
+            let frame = Duration::from_millis(u64::from(settings.ptime_ms));
+            self.jitter.set_config(JitterConfig {
+                min_delay: self.bounds.0,
+                max_delay: self.bounds.1,
+                ..JitterConfig::for_clock(codec.clock_rate(), frame)
+            });
+            self.stats = ReceiverStats::new(codec.clock_rate());
+        }
+        let rebind = old.is_none_or(|o| o.endpoint != settings.endpoint);
+        rebind.then_some(settings)
+    }
+
+    fn start_tone(&mut self, command: &ToneCommand) {
+        if !self.tones_seen.insert(command.id.clone()) {
+            return;
+        }
+        let rate = self.rate();
+        tracing::info!(cluster = %self.cluster, frequency_hz = command.frequency_hz,
+            duration_ms = command.duration_ms, "test tone");
+        self.tone = Some(Tone {
+            frequency_hz: f64::from(command.frequency_hz),
+            remaining: (u64::from(rate) * u64::from(command.duration_ms) / 1000) as usize,
+            phase: 0.0,
+        });
+        self.tones_played.push((command.id.clone(), Instant::now()));
+        self.tally.test_tones_played += 1;
+    }
+
+    fn rate(&self) -> u32 {
+        self.settings
+            .as_ref()
+            .map_or(8000, |s| s.codec.decoded_rate())
+    }
+
+    /// A datagram on the RTP socket: RTP, or (registered clusters) RTCP multiplexed.
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
+        if self.impairment.loss > 0.0 && rand::rng().random_bool(self.impairment.loss.min(1.0)) {
+            self.tally.packets_dropped += 1;
+            return;
+        }
+        if self.impairment.jitter > Duration::ZERO {
+            let delay = self
+                .impairment
+                .jitter
+                .mul_f64(rand::rng().random_range(0.0..1.0));
+            self.delayed_seq += 1;
+            self.delayed
+                .push(Reverse((now + delay, self.delayed_seq, datagram.to_vec())));
+            self.source_ip = Some(from.ip());
+            return;
+        }
+        self.source_ip = Some(from.ip());
+        self.deliver(datagram, now);
+    }
+
+    fn deliver(&mut self, datagram: &[u8], now: Instant) {
+        // RTCP multiplexed on the RTP port has payload types 200-204 (RFC 5761 §4).
+        if datagram.len() >= 2 && (200..=204).contains(&datagram[1]) {
+            self.on_rtcp(datagram);
+            return;
+        }
+        let Some(packet) = parse_rtp(datagram) else {
+            return;
+        };
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        if packet.payload_type != settings.codec.payload_type() {
+            return;
+        }
+        self.stats
+            .on_packet(packet.ssrc, packet.sequence, packet.timestamp, now);
+        self.tally.packets_received += 1;
+        let ssrc = packet.ssrc;
+        match self.jitter.push(packet, now) {
+            Pushed::NewStream => {
+                self.tally.streams += 1;
+                // The first report half an interval in (RFC 3550 §6.2's initial report).
+                self.next_report = now + REPORT_EVERY / 2;
+                self.playing = Some(Playing {
+                    ssrc,
+                    codec: settings.codec.to_string(),
+                    since: Some(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
+                });
+                tracing::info!(cluster = %self.cluster, ssrc, "stream started");
+            }
+            Pushed::Accepted if self.playing.is_none() => {
+                self.playing = Some(Playing {
+                    ssrc,
+                    codec: settings.codec.to_string(),
+                    since: Some(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// RTCP from the controller: sender reports and BYE. Nothing in them changes
+    /// playout (a stream ends when its packets stop), so they are only checked for form.
+    fn on_rtcp(&mut self, datagram: &[u8]) {
+        let _ = rtcp::parse_reports(datagram);
+    }
+
+    /// The playout clock: every frame whose instant has come, decoded or concealed, to
+    /// the output; a test tone mixed in (or played alone when nothing streams).
+    fn play(&mut self, now: Instant) -> anyhow::Result<()> {
+        while let Some(Reverse((due, _, _))) = self.delayed.peek() {
+            if *due > now {
+                break;
+            }
+            if let Some(Reverse((due, _, datagram))) = self.delayed.pop() {
+                self.deliver(&datagram, due);
+            }
+        }
+        let rate = self.rate();
+        let frame_len =
+            (rate as usize * self.settings.as_ref().map_or(20, |s| s.ptime_ms) as usize) / 1000;
+        let mut played_stream = false;
+        while let Some(slot) = self.jitter.pop(now) {
+            played_stream = true;
+            let mut samples = match slot {
+                Slot::Frame(payload) => self.decode(&payload, frame_len),
+                Slot::Lost => {
+                    self.tally.concealed += 1;
+                    self.conceal(frame_len)
+                }
+            };
+            self.finish(&mut samples, rate)?;
+        }
+        if !self.jitter.is_playing() {
+            if self.playing.take().is_some() {
+                tracing::info!(cluster = %self.cluster, "stream ended");
+            }
+            if !played_stream && self.tone.is_some() {
+                // Nothing streams: the tone plays alone, 10 ms per tick of this clock.
+                let mut samples = vec![0i16; (rate / 100) as usize];
+                self.finish(&mut samples, rate)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, payload: &Bytes, frame_len: usize) -> Vec<i16> {
+        let decoded = self.decoder.as_mut().map(|d| d.decode(payload));
+        match decoded {
+            Some(Ok(samples)) => {
+                self.tally.frames_played += 1;
+                self.lost_run = 0;
+                self.last_frame.clone_from(&samples);
+                samples
+            }
+            _ => {
+                self.tally.concealed += 1;
+                self.conceal(frame_len)
+            }
+        }
+    }
+
+    /// A missing frame: the last one again at half the level, then at a quarter, then
+    /// silence (waveform repetition, G.711 Appendix I's simplest form).
+    fn conceal(&mut self, frame_len: usize) -> Vec<i16> {
+        self.lost_run += 1;
+        if self.lost_run <= 2 && self.last_frame.len() == frame_len {
+            let shift = self.lost_run;
+            self.last_frame.iter().map(|s| s >> shift).collect()
+        } else {
+            vec![0; frame_len]
+        }
+    }
+
+    /// Volume, the test tone, and out.
+    fn finish(&mut self, samples: &mut [i16], rate: u32) -> anyhow::Result<()> {
+        if self.volume < 100 {
+            // Perceptual taper: gain = (volume / 100)^2.
+            let gain = (f32::from(self.volume) / 100.0).powi(2);
+            for s in samples.iter_mut() {
+                *s = (f32::from(*s) * gain) as i16;
+            }
+        }
+        if let Some(tone) = &mut self.tone {
+            let step = std::f64::consts::TAU * tone.frequency_hz / f64::from(rate);
+            for s in samples.iter_mut().take(tone.remaining) {
+                // -12 dBFS, mixed over what plays.
+                let v = (tone.phase.sin() * 8192.0) as i32;
+                *s = (i32::from(*s) + v).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+                tone.phase = (tone.phase + step) % std::f64::consts::TAU;
+            }
+            tone.remaining = tone.remaining.saturating_sub(samples.len());
+            if tone.remaining == 0 {
+                self.tone = None;
+            }
+        }
+        self.tally.decoded_seconds += samples.len() as f64 / f64::from(rate);
+        self.output.play(samples, rate)?;
+        Ok(())
+    }
+
+    /// Keepalives and receiver reports when due.
+    async fn control(&mut self, sockets: &Sockets, now: Instant) {
+        let Some(settings) = &self.settings else {
+            return;
+        };
+        if sockets.registered && now >= self.next_keepalive {
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            self.keepalive_counter += 1;
+            if self.cluster.len() <= keepalive::MAX_ID_LEN && !self.cluster.is_empty() {
+                let datagram =
+                    keepalive::encode(&self.cluster, unix_ms, self.keepalive_counter, &self.key);
+                let to = SocketAddr::new(self.controller_ip, settings.rtp_port);
+                if let Err(e) = sockets.rtp.send_to(&datagram, to).await {
+                    tracing::debug!(error = %e, "keepalive not sent");
+                }
+            }
+            self.next_keepalive = now + KEEPALIVE_EVERY;
+        }
+        if now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
+            let block = self.stats.report();
+            if block.is_none() {
+                return;
+            }
+            let ip = self.source_ip.unwrap_or(self.controller_ip);
+            let cname = format!("loaxa-agent@{}", self.cluster);
+            let Ok(datagram) = rtcp::receiver_report(self.ssrc, block.as_ref(), &cname) else {
+                return;
+            };
+            let (socket, port) = match &sockets.rtcp {
+                Some(s) => (s, settings.rtcp_port),
+                None => (&sockets.rtp, settings.rtp_port),
+            };
+            let _ = socket.send_to(&datagram, SocketAddr::new(ip, port)).await;
+        }
+    }
+
+    /// The heartbeat body.
+    fn report(&mut self) -> AgentReport {
+        self.tones_played
+            .retain(|(_, at)| at.elapsed() < Duration::from_secs(60));
+        let counts = self.jitter.counts();
+        AgentReport {
+            uptime_s: self.started.elapsed().as_secs(),
+            volume: Some(self.volume),
+            playing: self.playing.clone(),
+            buffer_ms: Some(self.jitter.depth().as_millis() as u32),
+            target_delay_ms: Some(self.jitter.target_delay().as_millis() as u32),
+            packets_received: counts.received,
+            packets_lost: self.stats.lost().max(0) as u64,
+            packets_late: counts.late,
+            jitter_ms: Some((self.stats.jitter_ms() * 100.0).round() / 100.0),
+            output: Some(self.output_name.to_string()),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            test_tones_played: self.tones_played.iter().map(|(id, _)| id.clone()).collect(),
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        let counts = self.jitter.counts();
+        Tally {
+            late: counts.late,
+            ..self.tally
+        }
+    }
+}
