@@ -234,10 +234,11 @@ fn main() -> ExitCode {
             init_tracing(LogFormat::Human);
             if !(0.0..=100.0).contains(&loss)
                 || clusters == 0
+                || jitter > 2000
                 || !["unicast", "registered"].contains(&mode.as_str())
             {
                 eprintln!(
-                    "loaxa simulate: need --clusters >= 1, 0 <= --loss <= 100, --mode unicast|registered"
+                    "loaxa simulate: need --clusters >= 1, 0 <= --loss <= 100, --jitter <= 2000, --mode unicast|registered"
                 );
                 return ExitCode::from(2);
             }

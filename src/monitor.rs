@@ -20,6 +20,8 @@ use crate::store::{NewTransition, Store};
 const POLL: Duration = Duration::from_secs(1);
 /// A test tone an agent has not confirmed within this long is dropped.
 const TONE_TTL: Duration = Duration::from_secs(120);
+/// Test tones waiting for one cluster's agent at most.
+pub const MAX_TONES: usize = 8;
 
 /// What an agent says in its heartbeat (unknown fields are ignored, so a newer agent can
 /// talk to an older controller).
@@ -125,15 +127,20 @@ impl Monitor {
     /// Takes a heartbeat: updates the model at once (the answer and `GET …/health` see
     /// it) and leaves the transition, if any, for the task to store and announce.
     pub fn heartbeat(&self, cluster: &str, report: AgentReport) {
-        let now = Utc::now();
         if !report.test_tones_played.is_empty()
             && let Some(tones) = lock(&self.tones).get_mut(cluster)
         {
             tones.retain(|t| !report.test_tones_played.contains(&t.command.id));
         }
+        let mut model = self.model();
+        // A cluster deleted while its heartbeat was on the way stays deleted.
+        if model.get(cluster).is_none() {
+            return;
+        }
+        let now = Utc::now();
         lock(&self.agents).insert(cluster.to_string(), AgentSeen { at: now, report });
-        let transition = self.model().observe(cluster, Signal::Heartbeat, now);
-        if let Some(t) = transition {
+        if let Some(t) = model.observe(cluster, Signal::Heartbeat, now) {
+            // Queued under the model's lock, so the store sees transitions in their order.
             lock(&self.pending).push(t);
             self.wake.notify_one();
         }
@@ -141,20 +148,28 @@ impl Monitor {
 
     /// Queues a test tone for `cluster`'s agent; it goes out in the next heartbeat answers
     /// until the agent says it played it.
-    pub fn queue_tone(&self, cluster: &str, frequency_hz: u32, duration_ms: u32) -> ToneCommand {
+    pub fn queue_tone(
+        &self,
+        cluster: &str,
+        frequency_hz: u32,
+        duration_ms: u32,
+    ) -> Option<ToneCommand> {
         let command = ToneCommand {
             id: uuid::Uuid::new_v4().to_string(),
             frequency_hz,
             duration_ms,
         };
-        lock(&self.tones)
-            .entry(cluster.to_string())
-            .or_default()
-            .push(PendingTone {
-                command: command.clone(),
-                queued: Instant::now(),
-            });
-        command
+        let mut tones = lock(&self.tones);
+        let list = tones.entry(cluster.to_string()).or_default();
+        list.retain(|t| t.queued.elapsed() < TONE_TTL);
+        if list.len() >= MAX_TONES {
+            return None;
+        }
+        list.push(PendingTone {
+            command: command.clone(),
+            queued: Instant::now(),
+        });
+        Some(command)
     }
 
     /// The tones `cluster`'s agent has still to play.
@@ -199,14 +214,11 @@ struct Fed {
     send_errors: Option<u64>,
 }
 
-/// Restores the statuses stored before a restart, then runs until aborted: every second
-/// (or when a heartbeat changed a status) feeds the model, evaluates it at `now`, stores
-/// the transitions and hands them to the webhooks.
+/// Runs until aborted: every second (or when a heartbeat changed a status) feeds the
+/// model, evaluates it at `now`, stores the transitions and hands them to the webhooks.
+/// Call [`restore`] first.
 pub async fn run(state: AppState) {
     let monitor = state.monitor.clone();
-    if let Err(e) = restore(&state).await {
-        tracing::error!(error = %e, "cannot restore the fleet health; every cluster starts unknown");
-    }
     let (hooks, hooks_rx) = mpsc::unbounded_channel();
     tokio::spawn(deliver_webhooks(
         state.config.health.webhooks.clone(),
@@ -223,16 +235,24 @@ pub async fn run(state: AppState) {
         let mut transitions = std::mem::take(&mut *lock(&monitor.pending));
         {
             let mut model = monitor.model();
-            feed_engine(&state, &mut model, &mut fed, now);
+            feed_engine(&state, &mut model, &mut fed, now, &mut transitions);
             transitions.extend(model.evaluate(now));
         }
-        if !transitions.is_empty() {
-            record(&state.store, &transitions, &hooks).await;
+        if !transitions.is_empty()
+            && let Err(e) = record(&state.store, &transitions, &hooks).await
+        {
+            // Kept for the next round: a transition is announced only once it is stored.
+            tracing::error!(error = %e, "cannot store health transitions; retrying");
+            let mut pending = lock(&monitor.pending);
+            transitions.append(&mut pending);
+            *pending = transitions;
         }
     }
 }
 
-async fn restore(state: &AppState) -> anyhow::Result<()> {
+/// Tracks every cluster with the status stored before the restart (before the API
+/// serves: a heartbeat for a cluster not tracked is ignored).
+pub async fn restore(state: &AppState) -> anyhow::Result<()> {
     let now = Utc::now();
     let latest: HashMap<String, _> = state
         .store
@@ -265,6 +285,7 @@ fn feed_engine(
     model: &mut Health,
     fed: &mut HashMap<Arc<str>, Fed>,
     now: DateTime<Utc>,
+    transitions: &mut Vec<Transition>,
 ) {
     let engine = &state.engine;
     let mono_now = Instant::now();
@@ -277,7 +298,7 @@ fn feed_engine(
         {
             f.keepalive_at = Some(at);
             if model.get(&cluster).is_some() {
-                model.observe(&cluster, Signal::Keepalive, at.min(now));
+                transitions.extend(model.observe(&cluster, Signal::Keepalive, at.min(now)));
             }
         }
     }
@@ -287,14 +308,14 @@ fn feed_engine(
         if r.reports > f.reports && model.get(&cluster).is_some() {
             f.reports = r.reports;
             let at = DateTime::<Utc>::from(r.at).min(now);
-            model.observe(
+            transitions.extend(model.observe(
                 &cluster,
                 Signal::Reception {
                     loss_pct: r.loss_pct,
                     jitter_ms: r.jitter_ms,
                 },
                 at,
-            );
+            ));
         }
     }
     for (cluster, e) in engine.reports().all_send_errors() {
@@ -303,7 +324,7 @@ fn feed_engine(
         let f = fed.entry(cluster.clone()).or_default();
         if f.send_errors != Some(total) && model.get(&cluster).is_some() {
             f.send_errors = Some(total);
-            model.observe(&cluster, Signal::SendErrors { total }, now);
+            transitions.extend(model.observe(&cluster, Signal::SendErrors { total }, now));
         }
     }
     fed.retain(|cluster, _| model.get(cluster).is_some());
@@ -329,7 +350,7 @@ async fn record(
     store: &Store,
     transitions: &[Transition],
     hooks: &mpsc::UnboundedSender<WebhookEvent>,
-) {
+) -> Result<(), crate::store::StoreError> {
     let mut rows = Vec::with_capacity(transitions.len());
     for t in transitions {
         let cluster = store.cluster(&t.cluster).await.ok();
@@ -351,13 +372,7 @@ async fn record(
             cause: &t.cause,
         })
         .collect();
-    let seqs = match store.insert_transitions(&new).await {
-        Ok(seqs) => seqs,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store health transitions");
-            vec![0; rows.len()]
-        }
-    };
+    let seqs = store.insert_transitions(&new).await?;
     for ((t, name, area, at), seq) in rows.into_iter().zip(seqs) {
         tracing::info!(cluster = %t.cluster, from = %t.from, to = %t.to, cause = %t.cause, "cluster health");
         let _ = hooks.send(WebhookEvent {
@@ -372,6 +387,7 @@ async fn record(
             cause: t.cause.clone(),
         });
     }
+    Ok(())
 }
 
 /// Posts each event to every URL, each delivery on its own task so a dead receiver holds

@@ -99,6 +99,9 @@ pub async fn run(
     }
     let calendar = tokio::spawn(crate::calendar::run(state.clone()));
     let reloader = tokio::spawn(reload_on_sighup(state.clone()));
+    crate::monitor::restore(&state)
+        .await
+        .context("cannot restore the fleet health")?;
     let monitor = tokio::spawn(crate::monitor::run(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

@@ -454,6 +454,16 @@ async fn loss_injected_by_the_simulator_shows_in_health() {
         causes.iter().all(|c| c.as_str().unwrap().contains("loss")),
         "{report}"
     );
+    // Each change to degraded was stored (and would have gone to the webhooks), and
+    // stays in the history after the simulated clusters are gone.
+    let history = app.json_ok("/api/v1/health/transitions").await;
+    let degraded = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["to"] == "degraded" && t["cause"].as_str().unwrap().contains("loss"))
+        .count();
+    assert_eq!(degraded, 3, "{history}");
     // The simulated clusters are gone afterwards.
     assert!(
         app.json_ok("/api/v1/clusters?area=sim")
@@ -462,4 +472,81 @@ async fn loss_injected_by_the_simulator_shows_in_health() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn an_agent_rides_out_a_controller_crash_and_plays_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("health.toml");
+    std::fs::write(&config_path, config(None)).unwrap();
+    let mut app = spawn_app_with(dir, &config_path, &[("LOAXA_LISTEN", &listen)]).await;
+    app.create_area("xa", None).await;
+    let cluster = create(
+        &app,
+        json!({"mode": "unicast", "address": free_pair().to_string()}),
+    )
+    .await;
+    let id = cluster["id"].as_str().unwrap().to_string();
+    let audio = app.upload_ok(&fixture("announce-vi-8k.wav")).await;
+    let audio = audio["id"].as_str().unwrap().to_string();
+    let _agent = start_agent(&app, &cluster, "null");
+    wait_health(&app, &id, "online", Duration::from_secs(5)).await;
+
+    // kill -9 the controller; the agent keeps retrying with backoff.
+    let mut child = app.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
+    drop(app);
+    let app = spawn_app_with(dir, &config_path, &[("LOAXA_LISTEN", &listen)]).await;
+
+    // Back: heard from again within the backoff, and it plays what is broadcast now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = app.json_ok(&format!("/api/v1/clusters/{id}/health")).await;
+        if h["status"] == "online" && h["agent"].is_object() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not come back: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = app.broadcast(&audio, &[&id]).await;
+    assert_eq!(
+        app.wait_status(&b, "done", Duration::from_secs(10)).await["status"],
+        "done"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = app.json_ok(&format!("/api/v1/clusters/{id}/health")).await;
+        // The new daemon's stream: the 1 s clip in 20 ms packets.
+        if h["agent"]["packets_received"].as_u64() >= Some(48) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent heard nothing after the restart: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restart itself is no health event: the cluster never looked offline.
+    let history = app
+        .json_ok(&format!("/api/v1/clusters/{id}/health/history"))
+        .await;
+    let to: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(to, ["online"], "{history}");
 }

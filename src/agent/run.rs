@@ -5,7 +5,7 @@
 //! output. One task per agent; `loaxa simulate` runs many in one process.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,22 +109,7 @@ struct Sockets {
 /// Runs one agent until `stop` turns true; returns what it received.
 pub async fn run(options: AgentOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<Tally> {
     let output = output::open(&options.output)?;
-    let host = options
-        .controller
-        .host_str()
-        .context("the controller URL has no host")?
-        .to_string();
-    let port = options
-        .controller
-        .port_or_known_default()
-        .context("the controller URL has no port")?;
-    let controller_ip = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot resolve the controller host `{host}`"))?
-        .next()
-        .with_context(|| format!("the controller host `{host}` has no address"))?
-        .ip();
-    let mut agent = Agent::new(&options, output, controller_ip);
+    let mut agent = Agent::new(&options, output);
     let report = Arc::new(Mutex::new(agent.report()));
     let (answers_tx, mut answers) = mpsc::channel(4);
     let counts = Arc::new(HeartbeatCounts::default());
@@ -149,8 +134,11 @@ pub async fn run(options: AgentOptions, mut stop: watch::Receiver<bool>) -> anyh
                     break;
                 }
             }
-            Some(answer) = answers.recv() => {
-                if let Some(settings) = agent.apply(&answer) {
+            Some((answer, from)) = answers.recv() => {
+                agent.controller_ip = from.or(agent.controller_ip);
+                if let Some(settings) = agent.apply(&answer, sockets.is_none()) {
+                    // The old sockets go first: the new ones may want the same port.
+                    drop(sockets.take());
                     sockets = match bind(&settings, options.bind) {
                         Ok(s) => {
                             tracing::info!(cluster = %options.cluster, rtp = ?s.rtp.local_addr().ok(),
@@ -280,7 +268,7 @@ struct HeartbeatCounts {
 async fn heartbeat_loop(
     options: AgentOptions,
     report: Arc<Mutex<AgentReport>>,
-    answers: mpsc::Sender<HeartbeatAnswer>,
+    answers: mpsc::Sender<(HeartbeatAnswer, Option<IpAddr>)>,
     counts: Arc<HeartbeatCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -316,6 +304,11 @@ async fn heartbeat_loop(
             .body(body)
             .send()
             .await;
+        let from = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.remote_addr())
+            .map(|a| a.ip());
         let wait = match answer_of(outcome).await {
             Ok(answer) => {
                 counts.ok.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +318,7 @@ async fn heartbeat_loop(
                 reachable = Some(true);
                 backoff = Duration::from_secs(1);
                 let every = Duration::from_secs(answer.heartbeat_interval_s.max(1));
-                if answers.send(answer).await.is_err() {
+                if answers.send((answer, from)).await.is_err() {
                     return;
                 }
                 every
@@ -361,6 +354,31 @@ async fn answer_of(outcome: reqwest::Result<reqwest::Response>) -> anyhow::Resul
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// The codec of a static or our dynamic payload type (API.md: PCMU 0, PCMA 8, G.722 9,
+/// L16 11, Opus 96).
+fn codec_of(payload_type: u8) -> Option<Codec> {
+    [
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::G722,
+        Codec::L16,
+        Codec::Opus,
+    ]
+    .into_iter()
+    .find(|c| c.payload_type() == payload_type)
+}
+
+/// The packet time of a constant-rate codec's payload of `len` bytes.
+fn ptime_of(codec: Codec, len: usize) -> Option<u32> {
+    let bytes_per_ms = match codec {
+        Codec::Pcmu | Codec::Pcma | Codec::G722 => 8.0,
+        Codec::L16 => 88.2,
+        Codec::Opus => return None,
+    };
+    let ms = (len as f64 / bytes_per_ms).round() as u32;
+    [10, 20, 30, 40, 60].contains(&ms).then_some(ms)
+}
+
 /// A sine tone being played.
 struct Tone {
     frequency_hz: f64,
@@ -373,11 +391,15 @@ struct Tone {
 struct Agent {
     cluster: String,
     key: [u8; 32],
-    controller_ip: IpAddr,
+    /// The controller's address, as the latest answered heartbeat reached it (DNS may
+    /// change it; the board may boot before its link is up).
+    controller_ip: Option<IpAddr>,
     /// Where the stream's packets come from (the controller's sending address).
     source_ip: Option<IpAddr>,
     settings: Option<StreamSettings>,
     decoder: Option<Box<dyn PayloadDecoder>>,
+    /// The codec and packet time the decoder and jitter buffer are set up for.
+    current: Option<(Codec, u32)>,
     jitter: JitterBuffer,
     bounds: (Duration, Duration),
     stats: ReceiverStats,
@@ -390,6 +412,7 @@ struct Agent {
     last_frame: Vec<i16>,
     lost_run: u32,
     tone: Option<Tone>,
+    next_tones: VecDeque<Tone>,
     tones_played: Vec<(String, Instant)>,
     tones_seen: HashSet<String>,
     ssrc: u32,
@@ -403,15 +426,16 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(options: &AgentOptions, output: Box<dyn Output>, controller_ip: IpAddr) -> Self {
+    fn new(options: &AgentOptions, output: Box<dyn Output>) -> Self {
         let bounds = (options.min_delay, options.max_delay);
         Self {
             cluster: options.cluster.clone(),
             key: sha2::Sha256::digest(options.token.as_bytes()).into(),
-            controller_ip,
+            controller_ip: None,
             source_ip: None,
             settings: None,
             decoder: None,
+            current: None,
             jitter: JitterBuffer::new(JitterConfig {
                 min_delay: bounds.0,
                 max_delay: bounds.1,
@@ -427,6 +451,7 @@ impl Agent {
             last_frame: Vec::new(),
             lost_run: 0,
             tone: None,
+            next_tones: VecDeque::new(),
             tones_played: Vec::new(),
             tones_seen: HashSet::new(),
             ssrc: rand::random(),
@@ -446,7 +471,7 @@ impl Agent {
 
     /// Takes the controller's answer; returns the new settings when the sockets must be
     /// (re)opened.
-    fn apply(&mut self, answer: &HeartbeatAnswer) -> Option<StreamSettings> {
+    fn apply(&mut self, answer: &HeartbeatAnswer, unbound: bool) -> Option<StreamSettings> {
         self.volume = answer.volume.min(100);
         for tone in &answer.test_tones {
             self.start_tone(tone);
@@ -466,21 +491,26 @@ impl Agent {
             rtcp_port: answer.rtcp_port,
         };
         let old = self.settings.replace(settings.clone());
-        let codec_changed = old
-            .as_ref()
-            .is_none_or(|o| o.codec != settings.codec || o.ptime_ms != settings.ptime_ms);
-        if codec_changed {
-            self.decoder = codec.decoder().ok();
-            let frame = Duration::from_millis(u64::from(settings.ptime_ms));
-            self.jitter.set_config(JitterConfig {
-                min_delay: self.bounds.0,
-                max_delay: self.bounds.1,
-                ..JitterConfig::for_clock(codec.clock_rate(), frame)
-            });
-            self.stats = ReceiverStats::new(codec.clock_rate());
+        // A new codec applies from the next stream: the one playing keeps its decoder
+        // (its packets still carry the old payload type).
+        if !self.jitter.is_playing() && self.current != Some((codec, settings.ptime_ms)) {
+            self.configure(codec, settings.ptime_ms);
         }
-        let rebind = old.is_none_or(|o| o.endpoint != settings.endpoint);
+        let rebind = unbound || old.is_none_or(|o| o.endpoint != settings.endpoint);
         rebind.then_some(settings)
+    }
+
+    /// Sets the decoder, jitter buffer and statistics up for `codec` at `ptime_ms`.
+    fn configure(&mut self, codec: Codec, ptime_ms: u32) {
+        self.decoder = codec.decoder().ok();
+        let frame = Duration::from_millis(u64::from(ptime_ms));
+        self.jitter.set_config(JitterConfig {
+            min_delay: self.bounds.0,
+            max_delay: self.bounds.1,
+            ..JitterConfig::for_clock(codec.clock_rate(), frame)
+        });
+        self.stats = ReceiverStats::new(codec.clock_rate());
+        self.current = Some((codec, ptime_ms));
     }
 
     fn start_tone(&mut self, command: &ToneCommand) {
@@ -490,19 +520,23 @@ impl Agent {
         let rate = self.rate();
         tracing::info!(cluster = %self.cluster, frequency_hz = command.frequency_hz,
             duration_ms = command.duration_ms, "test tone");
-        self.tone = Some(Tone {
+        let tone = Tone {
             frequency_hz: f64::from(command.frequency_hz),
             remaining: (u64::from(rate) * u64::from(command.duration_ms) / 1000) as usize,
             phase: 0.0,
-        });
+        };
+        // Several in one answer play one after the other.
+        if self.tone.is_some() {
+            self.next_tones.push_back(tone);
+        } else {
+            self.tone = Some(tone);
+        }
         self.tones_played.push((command.id.clone(), Instant::now()));
         self.tally.test_tones_played += 1;
     }
 
     fn rate(&self) -> u32 {
-        self.settings
-            .as_ref()
-            .map_or(8000, |s| s.codec.decoded_rate())
+        self.current.map_or(8000, |(c, _)| c.decoded_rate())
     }
 
     /// A datagram on the RTP socket: RTP, or (registered clusters) RTCP multiplexed.
@@ -535,12 +569,28 @@ impl Agent {
         let Some(packet) = parse_rtp(datagram) else {
             return;
         };
-        let Some(settings) = &self.settings else {
+        let Some((default_codec, default_ptime)) =
+            self.settings.as_ref().map(|s| (s.codec, s.ptime_ms))
+        else {
             return;
         };
-        if packet.payload_type != settings.codec.payload_type() {
-            return;
+        if self
+            .current
+            .is_none_or(|(c, _)| c.payload_type() != packet.payload_type)
+        {
+            // Another codec than the one set up: the cluster was edited, and the controller
+            // began a new stream (new SSRC) before our next heartbeat told us.
+            let Some(codec) = codec_of(packet.payload_type) else {
+                return;
+            };
+            let ptime_ms = if codec == default_codec {
+                default_ptime
+            } else {
+                ptime_of(codec, packet.payload.len()).unwrap_or(default_ptime)
+            };
+            self.configure(codec, ptime_ms);
         }
+        let codec = self.current.map_or(default_codec, |(c, _)| c);
         self.stats
             .on_packet(packet.ssrc, packet.sequence, packet.timestamp, now);
         self.tally.packets_received += 1;
@@ -552,7 +602,7 @@ impl Agent {
                 self.next_report = now + REPORT_EVERY / 2;
                 self.playing = Some(Playing {
                     ssrc,
-                    codec: settings.codec.to_string(),
+                    codec: codec.to_string(),
                     since: Some(
                         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     ),
@@ -562,7 +612,7 @@ impl Agent {
             Pushed::Accepted if self.playing.is_none() => {
                 self.playing = Some(Playing {
                     ssrc,
-                    codec: settings.codec.to_string(),
+                    codec: codec.to_string(),
                     since: Some(
                         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     ),
@@ -664,7 +714,7 @@ impl Agent {
             }
             tone.remaining = tone.remaining.saturating_sub(samples.len());
             if tone.remaining == 0 {
-                self.tone = None;
+                self.tone = self.next_tones.pop_front();
             }
         }
         self.tally.decoded_seconds += samples.len() as f64 / f64::from(rate);
@@ -686,7 +736,10 @@ impl Agent {
             if self.cluster.len() <= keepalive::MAX_ID_LEN && !self.cluster.is_empty() {
                 let datagram =
                     keepalive::encode(&self.cluster, unix_ms, self.keepalive_counter, &self.key);
-                let to = SocketAddr::new(self.controller_ip, settings.rtp_port);
+                let Some(ip) = self.controller_ip else {
+                    return;
+                };
+                let to = SocketAddr::new(ip, settings.rtp_port);
                 if let Err(e) = sockets.rtp.send_to(&datagram, to).await {
                     tracing::debug!(error = %e, "keepalive not sent");
                 }
@@ -699,7 +752,9 @@ impl Agent {
             if block.is_none() {
                 return;
             }
-            let ip = self.source_ip.unwrap_or(self.controller_ip);
+            let Some(ip) = self.source_ip.or(self.controller_ip) else {
+                return;
+            };
             let cname = format!("loaxa-agent@{}", self.cluster);
             let Ok(datagram) = rtcp::receiver_report(self.ssrc, block.as_ref(), &cname) else {
                 return;

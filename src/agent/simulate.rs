@@ -220,7 +220,8 @@ async fn create_and_run(
                 "api/v1/broadcasts",
                 Some(json!({
                     "audio_ids": [audio],
-                    "targets": {"areas": [options.area]},
+                    // Only the simulated clusters, never real ones in the same area.
+                    "targets": {"clusters": created.iter().map(|(id, _)| id).collect::<Vec<_>>()},
                     "repeat": options.repeat.max(1),
                 })),
             )
@@ -260,17 +261,26 @@ async fn create_and_run(
             (decoded[i] * 1000.0).round() / 1000.0
         }
     };
-    let degraded_causes = health["clusters"]
+    let ours: std::collections::HashSet<&str> = created.iter().map(|(id, _)| id.as_str()).collect();
+    let mine: Vec<&serde_json::Value> = health["clusters"]
         .as_array()
-        .map(|clusters| {
-            clusters
-                .iter()
-                .filter(|c| c["status"] == "degraded")
-                .filter_map(|c| c["cause"].as_str().map(str::to_string))
-                .take(5)
+        .map(|all| {
+            all.iter()
+                .filter(|c| c["cluster_id"].as_str().is_some_and(|id| ours.contains(id)))
                 .collect()
         })
         .unwrap_or_default();
+    let mut counts = serde_json::Map::new();
+    for status in ["online", "degraded", "offline", "unknown"] {
+        let n = mine.iter().filter(|c| c["status"] == status).count();
+        counts.insert(status.into(), n.into());
+    }
+    let degraded_causes = mine
+        .iter()
+        .filter(|c| c["status"] == "degraded")
+        .filter_map(|c| c["cause"].as_str().map(str::to_string))
+        .take(5)
+        .collect();
     Ok(SimReport {
         agents: created.len(),
         agents_with_audio: tallies.iter().filter(|t| t.streams > 0).count(),
@@ -286,7 +296,7 @@ async fn create_and_run(
         decoded_seconds_max: pick(1.0),
         heartbeats_ok: tallies.iter().map(|t| t.heartbeats_ok).sum(),
         heartbeats_failed: tallies.iter().map(|t| t.heartbeats_failed).sum(),
-        health: health["counts"].clone(),
+        health: counts.into(),
         degraded_causes,
         broadcast_id,
     })

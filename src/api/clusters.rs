@@ -363,6 +363,12 @@ async fn update_cluster(
     if body.volume.is_some_and(|v| v > 100) {
         errors.push(FieldError::new("volume", "must be between 0 and 100"));
     }
+    if endpoint == Some(Endpoint::Registered) && row.agent_key.is_none() {
+        errors.push(FieldError::new(
+            "endpoint.mode",
+            "this cluster has no agent token to sign keepalives: re-create it to register it",
+        ));
+    }
     if !errors.is_empty() {
         return Err(validation(errors));
     }
@@ -387,6 +393,22 @@ async fn update_cluster(
             StoreError::NotFound => ApiError::not_found("cluster", &id),
             other => other.into(),
         })?;
+    // Where a cluster's stream goes is what a hijacker would change: every edit is audited.
+    let detail = serde_json::json!({
+        "name": body.name, "codec": body.codec, "ptime_ms": body.ptime_ms,
+        "endpoint": body.endpoint, "volume": body.volume, "enabled": body.enabled,
+    })
+    .to_string();
+    state
+        .store
+        .audit(crate::store::AuditEntry {
+            actor: "admin",
+            action: "cluster.update",
+            target: Some(&id),
+            detail: Some(&detail),
+            result: "ok",
+        })
+        .await?;
     if let Some(endpoint) = endpoint {
         let key = row.agent_key.as_deref().and_then(|k| hex::decode(k).ok());
         match (endpoint, key) {
@@ -411,6 +433,7 @@ async fn delete_cluster(
     })?;
     state.engine.remove_cluster(&id);
     state.engine.registry().remove(&id);
+    state.engine.reports().forget(&id);
     state.monitor.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -245,7 +245,7 @@ struct TransitionFilter {
     to: Option<String>,
     /// Only clusters in this area's subtree (fleet route only).
     area: Option<String>,
-    /// At most this many, oldest first (default and maximum 1000).
+    /// At most this many (default and maximum 1000): the first from `from`, else the newest.
     limit: Option<u32>,
 }
 
@@ -356,7 +356,7 @@ pub struct TestToneQueued {
     params(("id" = String, Path)),
     request_body(content = Option<TestToneRequest>),
     responses((status = 202, body = TestToneQueued), (status = 404, body = Problem),
-              (status = 409, body = Problem, description = "the cluster has no agent"),
+              (status = 409, body = Problem, description = "the cluster has no agent, or 8 tones are waiting"),
               (status = 422, body = Problem)))]
 async fn test_tone(
     State(state): State<AppState>,
@@ -389,7 +389,26 @@ async fn test_tone(
             "this cluster has no agent token, so no agent to play the tone".into(),
         ));
     }
-    let command = state.monitor.queue_tone(&id, frequency_hz, duration_ms);
+    let command = state
+        .monitor
+        .queue_tone(&id, frequency_hz, duration_ms)
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "{} test tones are already waiting for this cluster's agent",
+                crate::monitor::MAX_TONES
+            ))
+        })?;
+    let detail = format!("{frequency_hz} Hz, {duration_ms} ms");
+    state
+        .store
+        .audit(crate::store::AuditEntry {
+            actor: "admin",
+            action: "cluster.test_tone",
+            target: Some(&id),
+            detail: Some(&detail),
+            result: "queued",
+        })
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TestToneQueued {

@@ -116,6 +116,16 @@ impl Reports {
             .unwrap_or_default()
     }
 
+    /// Forgets what was heard about `cluster` (it was deleted).
+    pub fn forget(&self, cluster: &str) {
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.remove(cluster);
+        }
+        if let Ok(mut errors) = self.send_errors.lock() {
+            errors.remove(cluster);
+        }
+    }
+
     /// The latest receiver report of every cluster that sent one.
     pub fn all_receptions(&self) -> Vec<(String, Reception)> {
         self.latest

@@ -55,7 +55,8 @@ impl Store {
     }
 
     /// Transitions in [from, to), oldest first, of one cluster or of clusters in `areas`
-    /// (all when both are `None`), at most `limit`.
+    /// (all when both are `None`), at most `limit`: the first ones from `from`, or the
+    /// newest ones when there is no `from`.
     pub async fn transitions(
         &self,
         cluster: Option<&str>,
@@ -65,20 +66,28 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<HealthTransitionRow>, StoreError> {
         let areas_json = areas.map(|a| serde_json::Value::from(a.to_vec()).to_string());
-        Ok(sqlx::query_as(
-            "SELECT * FROM health_transitions
-             WHERE (?1 IS NULL OR cluster_id = ?1)
-               AND (?2 IS NULL OR area_code IN (SELECT value FROM json_each(?2)))
-               AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4)
-             ORDER BY seq LIMIT ?5",
-        )
-        .bind(cluster)
-        .bind(areas_json)
-        .bind(from)
-        .bind(to)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        // Two fixed statements, only the order differs.
+        const FIRST: &str = "SELECT * FROM (
+                 SELECT * FROM health_transitions
+                 WHERE (?1 IS NULL OR cluster_id = ?1)
+                   AND (?2 IS NULL OR area_code IN (SELECT value FROM json_each(?2)))
+                   AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4)
+                 ORDER BY seq ASC LIMIT ?5)
+             ORDER BY seq";
+        let newest = FIRST.replace("seq ASC", "seq DESC");
+        let sql = if from.is_some() {
+            sqlx::AssertSqlSafe(FIRST.to_string())
+        } else {
+            sqlx::AssertSqlSafe(newest)
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(cluster)
+            .bind(areas_json)
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The latest transition of every cluster that still exists: the status each had
