@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit_chain;
 pub mod calendar;
 pub mod cap;
 pub mod codec;
