@@ -56,7 +56,59 @@ async fn ffmpeg_plays_an_opus_cluster_from_its_sdp() {
     ffmpeg_plays_a_cluster_from_its_sdp("opus").await;
 }
 
+#[tokio::test]
+async fn ffmpeg_plays_an_srtp_cluster_from_its_sdp() {
+    ffmpeg_plays("pcmu", Srtp::On).await;
+}
+
+#[tokio::test]
+async fn a_receiver_with_the_wrong_srtp_key_gets_nothing_playable() {
+    let app = spawn_app().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    app.create_area(AREA, None).await;
+    let audio = app.upload_ok(&fixture(FIXTURE)).await;
+    let mut ffmpeg = start_ffmpeg(&app, "pcmu", work.path(), Srtp::WrongKey).await;
+    let broadcast = app
+        .broadcast(audio["id"].as_str().unwrap(), &[&ffmpeg.cluster])
+        .await;
+    let status = app
+        .wait_status(&broadcast, "done", FFMPEG_DONE_WITHIN)
+        .await;
+    assert_eq!(status["status"], "done");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = ffmpeg.child.kill().await;
+    let _ = ffmpeg.child.wait().await;
+    // Every packet failed authentication: nothing decoded.
+    let played = std::fs::read(&ffmpeg.out)
+        .ok()
+        .and_then(|wav| read_pcm16_mono_wav(&wav).ok())
+        .map_or(0, |(_, samples)| samples.len());
+    assert_eq!(
+        played,
+        0,
+        "a wrong key decoded {played} samples\n{}",
+        ffmpeg.stderr()
+    );
+    assert!(
+        ffmpeg.stderr().contains("HMAC mismatch"),
+        "ffmpeg did not refuse the packets\n{}",
+        ffmpeg.stderr()
+    );
+}
+
+/// Whether a test's cluster streams SRTP, and whether the receiver gets its real key.
+#[derive(Clone, Copy, PartialEq)]
+enum Srtp {
+    Off,
+    On,
+    WrongKey,
+}
+
 async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
+    ffmpeg_plays(codec, Srtp::Off).await;
+}
+
+async fn ffmpeg_plays(codec: &str, srtp: Srtp) {
     let app = spawn_app().await;
     let work = tempfile::tempdir().expect("temp dir");
     app.create_area(AREA, None).await;
@@ -64,7 +116,7 @@ async fn ffmpeg_plays_a_cluster_from_its_sdp(codec: &str) {
     let audio_id = audio["id"].as_str().expect("audio id");
     let uploaded_ms = audio["duration_ms"].as_i64().expect("duration_ms");
 
-    let mut ffmpeg = start_ffmpeg(&app, codec, work.path()).await;
+    let mut ffmpeg = start_ffmpeg(&app, codec, work.path(), srtp).await;
 
     let broadcast = app.broadcast(audio_id, &[&ffmpeg.cluster]).await;
     let status = app
@@ -161,15 +213,37 @@ impl Ffmpeg {
 /// probe and ffmpeg's bind, or ffmpeg may try to bind in the instant our readiness probe
 /// holds it. Either way ffmpeg exits at once with a bind error, and a new cluster on a
 /// fresh pair is tried.
-async fn start_ffmpeg(app: &TestApp, codec: &str, dir: &Path) -> Ffmpeg {
+async fn start_ffmpeg(app: &TestApp, codec: &str, dir: &Path, srtp: Srtp) -> Ffmpeg {
     let mut last_failure = String::new();
     for attempt in 0..PORT_ATTEMPTS {
         let port = free_port_pair();
         let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let cluster = app.create_cluster(AREA, codec, address).await;
+        let r = app
+            .post_json(
+                "/api/v1/clusters",
+                &serde_json::json!({"name": "Cụm", "area_code": AREA, "codec": codec,
+                    "endpoint": {"mode": "unicast", "address": address.to_string()},
+                    "srtp": srtp != Srtp::Off}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{codec}: create cluster");
+        let created: serde_json::Value = r.json().await.expect("cluster");
+        let cluster = created["id"].as_str().expect("id").to_string();
         let r = app.get(&format!("/api/v1/clusters/{cluster}/sdp")).await;
         assert_eq!(r.status(), 200, "{codec}: GET sdp");
-        let sdp = r.text().await.expect("sdp text");
+        let mut sdp = r.text().await.expect("sdp text");
+        assert_eq!(
+            sdp.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            srtp != Srtp::Off,
+            "{sdp}"
+        );
+        if srtp == Srtp::WrongKey {
+            // Another key of the right form: the receiver of someone else's SDP.
+            let other = loaxa::rtp::srtp::MasterKey::generate();
+            let at = sdp.find("a=crypto:").expect("crypto line");
+            let end = at + sdp[at..].find("\r\n").expect("line end");
+            sdp.replace_range(at..end, &format!("a={}", other.sdp_crypto_attribute()));
+        }
         let sdp_path = dir.join(format!("cluster-{attempt}.sdp"));
         std::fs::write(&sdp_path, &sdp).expect("write sdp");
         let out = dir.join(format!("out-{attempt}.wav"));

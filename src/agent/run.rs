@@ -2,7 +2,9 @@
 //! settings, the volume and test tones), the RTP socket(s) the stream arrives on,
 //! keepalives for clusters behind NAT, receiver reports, and the playout clock that
 //! takes frames from the jitter buffer, decodes or conceals them and hands them to the
-//! output. One task per agent; `loaxa simulate` runs many in one process.
+//! output. One task per agent; `loaxa simulate` runs many in one process. When the
+//! cluster is SRTP, every datagram is authenticated and decrypted before anything else
+//! looks at it; what does not verify is dropped and counted.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -26,6 +28,7 @@ use crate::api::health::HeartbeatAnswer;
 use crate::codec::{Codec, PayloadDecoder};
 use crate::fleet::{Endpoint, EndpointSpec};
 use crate::monitor::{AgentReport, Playing, ToneCommand};
+use crate::rtp::srtp::{MasterKey, SrtpContext, SrtpError};
 use crate::rtp::{keepalive, rtcp};
 
 /// Keepalives of a registered cluster go out this often (NAT bindings for UDP commonly
@@ -37,6 +40,13 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+/// SRTP streams (SSRCs) kept at once: the one playing, the one it replaced (its BYE and
+/// last packets may still arrive), and room for a quick restart or codec change or two.
+const SRTP_STREAMS: usize = 4;
+/// SSRCs whose SRTP context was dropped, remembered so that their packets are not
+/// accepted again under a fresh context (a replay of an old stream). The controller picks
+/// SSRCs at random, so it never comes back to one.
+const SRTP_RETIRED: usize = 64;
 
 /// What `loaxa agent` is told on its command line.
 #[derive(Debug, Clone)]
@@ -85,6 +95,8 @@ pub struct Tally {
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
     pub test_tones_played: u64,
+    /// SRTP/SRTCP datagrams dropped because they did not authenticate or were replays.
+    pub packets_unauthenticated: u64,
 }
 
 /// The stream this agent is set up for, from the controller's latest answer.
@@ -379,6 +391,99 @@ fn ptime_of(codec: Codec, len: usize) -> Option<u32> {
     [10, 20, 30, 40, 60].contains(&ms).then_some(ms)
 }
 
+/// How the cluster's datagrams are protected, from the controller's latest answer.
+enum Protection {
+    /// Plain RTP and RTCP.
+    Plain,
+    /// SRTP and SRTCP under one master key.
+    Srtp(Box<SrtpStreams>),
+    /// The controller named a key that does not parse: nothing can be authenticated, and
+    /// playing the datagrams as plain RTP would play ciphertext.
+    Unusable,
+}
+
+impl Protection {
+    /// The protection an answer's `srtp_key` calls for.
+    fn of(srtp_key: Option<&str>) -> Self {
+        match srtp_key.map(MasterKey::from_inline) {
+            None => Self::Plain,
+            Some(Some(master)) => Self::Srtp(Box::new(SrtpStreams::new(&master))),
+            Some(None) => Self::Unusable,
+        }
+    }
+}
+
+/// The receiving SRTP contexts of one master key, one per stream: a context binds to the
+/// first SSRC it authenticates, and the controller starts a new SSRC after a restart or a
+/// codec change.
+struct SrtpStreams {
+    /// Keys derived, no SSRC bound: cloned for each new stream (derivation is done once).
+    fresh: SrtpContext,
+    /// Least recently used first.
+    streams: VecDeque<(u32, SrtpContext)>,
+    retired: VecDeque<u32>,
+}
+
+impl SrtpStreams {
+    fn new(master: &MasterKey) -> Self {
+        Self {
+            fresh: SrtpContext::new(master),
+            streams: VecDeque::with_capacity(SRTP_STREAMS),
+            retired: VecDeque::with_capacity(SRTP_RETIRED),
+        }
+    }
+
+    /// An SRTP packet to plain RTP.
+    fn unprotect_rtp(&mut self, datagram: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let ssrc = datagram.get(8..12).ok_or(SrtpError::Malformed)?;
+        let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+        self.with_stream(ssrc, |ctx| ctx.unprotect_rtp(datagram))
+    }
+
+    /// An SRTCP compound packet to plain RTCP, under the context of its sender's SSRC (the
+    /// controller reports on a stream with that stream's SSRC).
+    fn unprotect_rtcp(&mut self, datagram: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let ssrc = datagram.get(4..8).ok_or(SrtpError::Malformed)?;
+        let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+        self.with_stream(ssrc, |ctx| ctx.unprotect_rtcp(datagram))
+    }
+
+    /// Runs `f` on the context of `ssrc`. A new stream's context is kept only once a packet
+    /// authenticated under it, so forged packets with made-up SSRCs evict nothing.
+    fn with_stream(
+        &mut self,
+        ssrc: u32,
+        f: impl FnOnce(&mut SrtpContext) -> Result<Vec<u8>, SrtpError>,
+    ) -> Result<Vec<u8>, SrtpError> {
+        if let Some(at) = self.streams.iter().position(|(s, _)| *s == ssrc) {
+            let plain = f(&mut self.streams[at].1)?;
+            if let Some(entry) = self.streams.remove(at) {
+                self.streams.push_back(entry);
+            }
+            return Ok(plain);
+        }
+        if self.retired.contains(&ssrc) {
+            return Err(SrtpError::Replayed);
+        }
+        let mut ctx = self.fresh.clone();
+        let plain = f(&mut ctx)?;
+        if self.streams.len() >= SRTP_STREAMS
+            && let Some((old, _)) = self.streams.pop_front()
+        {
+            if self.retired.len() >= SRTP_RETIRED {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(old);
+        }
+        self.streams.push_back((ssrc, ctx));
+        Ok(plain)
+    }
+}
+
+/// A datagram held back by the simulated jitter: delivery instant, arrival order (so
+/// that the datagram itself is never compared), the datagram and its sender.
+type Delayed = (Instant, u64, Vec<u8>, IpAddr);
+
 /// A sine tone being played.
 struct Tone {
     frequency_hz: f64,
@@ -397,6 +502,11 @@ struct Agent {
     /// Where the stream's packets come from (the controller's sending address).
     source_ip: Option<IpAddr>,
     settings: Option<StreamSettings>,
+    /// The `srtp_key` of the latest answer, to notice a change.
+    srtp_key: Option<String>,
+    protection: Protection,
+    /// Whether the drops under the current key were logged already.
+    warned_unauthenticated: bool,
     decoder: Option<Box<dyn PayloadDecoder>>,
     /// The codec and packet time the decoder and jitter buffer are set up for.
     current: Option<(Codec, u32)>,
@@ -406,8 +516,8 @@ struct Agent {
     output: Box<dyn Output>,
     volume: u8,
     impairment: Impairment,
-    /// Datagrams held back by the simulated jitter, by delivery instant.
-    delayed: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    /// Datagrams held back by the simulated jitter.
+    delayed: BinaryHeap<Reverse<Delayed>>,
     delayed_seq: u64,
     last_frame: Vec<i16>,
     lost_run: u32,
@@ -434,6 +544,9 @@ impl Agent {
             controller_ip: None,
             source_ip: None,
             settings: None,
+            srtp_key: None,
+            protection: Protection::Plain,
+            warned_unauthenticated: false,
             decoder: None,
             current: None,
             jitter: JitterBuffer::new(JitterConfig {
@@ -475,6 +588,19 @@ impl Agent {
         self.volume = answer.volume.min(100);
         for tone in &answer.test_tones {
             self.start_tone(tone);
+        }
+        if answer.srtp_key != self.srtp_key {
+            // A new key (or none): the old contexts are of no use, the next packets say
+            // which streams exist under it.
+            self.protection = Protection::of(answer.srtp_key.as_deref());
+            self.srtp_key.clone_from(&answer.srtp_key);
+            self.warned_unauthenticated = false;
+            match &self.protection {
+                Protection::Plain => tracing::info!(cluster = %self.cluster, "plain RTP"),
+                Protection::Srtp(_) => tracing::info!(cluster = %self.cluster, "SRTP"),
+                Protection::Unusable => tracing::error!(cluster = %self.cluster,
+                    "the controller sent an SRTP key that does not parse; dropping the stream"),
+            }
         }
         let codec: Codec = match answer.codec.parse() {
             Ok(c) => c,
@@ -551,21 +677,41 @@ impl Agent {
                 .jitter
                 .mul_f64(rand::rng().random_range(0.0..1.0));
             self.delayed_seq += 1;
-            self.delayed
-                .push(Reverse((now + delay, self.delayed_seq, datagram.to_vec())));
-            self.source_ip = Some(from.ip());
+            self.delayed.push(Reverse((
+                now + delay,
+                self.delayed_seq,
+                datagram.to_vec(),
+                from.ip(),
+            )));
             return;
         }
-        self.source_ip = Some(from.ip());
-        self.deliver(datagram, now);
+        self.deliver(datagram, from.ip(), now);
     }
 
-    fn deliver(&mut self, datagram: &[u8], now: Instant) {
-        // RTCP multiplexed on the RTP port has payload types 200-204 (RFC 5761 §4).
+    fn deliver(&mut self, datagram: &[u8], from: IpAddr, now: Instant) {
+        // RTCP multiplexed on the RTP port has payload types 200-204 (RFC 5761 §4); SRTCP
+        // leaves that byte in the clear.
         if datagram.len() >= 2 && (200..=204).contains(&datagram[1]) {
             self.on_rtcp(datagram);
             return;
         }
+        let plain = match &mut self.protection {
+            Protection::Plain => None,
+            Protection::Srtp(streams) => match streams.unprotect_rtp(datagram) {
+                Ok(plain) => Some(plain),
+                Err(e) => {
+                    self.unauthenticated(&e);
+                    return;
+                }
+            },
+            Protection::Unusable => {
+                self.unauthenticated(&SrtpError::AuthFailed);
+                return;
+            }
+        };
+        let datagram = plain.as_deref().unwrap_or(datagram);
+        // Only an authenticated sender may become where receiver reports go.
+        self.source_ip = Some(from);
         let Some(packet) = parse_rtp(datagram) else {
             return;
         };
@@ -623,20 +769,47 @@ impl Agent {
     }
 
     /// RTCP from the controller: sender reports and BYE. Nothing in them changes
-    /// playout (a stream ends when its packets stop), so they are only checked for form.
+    /// playout (a stream ends when its packets stop), so they are only authenticated (SRTCP)
+    /// and checked for form.
     fn on_rtcp(&mut self, datagram: &[u8]) {
-        let _ = rtcp::parse_reports(datagram);
+        let plain = match &mut self.protection {
+            Protection::Plain => None,
+            Protection::Srtp(streams) => match streams.unprotect_rtcp(datagram) {
+                Ok(plain) => Some(plain),
+                Err(e) => {
+                    self.unauthenticated(&e);
+                    return;
+                }
+            },
+            Protection::Unusable => {
+                self.unauthenticated(&SrtpError::AuthFailed);
+                return;
+            }
+        };
+        let _ = rtcp::parse_reports(plain.as_deref().unwrap_or(datagram));
+    }
+
+    /// Counts a datagram dropped by SRTP; says so once per key, as a flood of forgeries
+    /// must not flood the log.
+    fn unauthenticated(&mut self, error: &SrtpError) {
+        if !self.warned_unauthenticated {
+            self.warned_unauthenticated = true;
+            tracing::warn!(cluster = %self.cluster, error = %error,
+                "dropping datagrams that do not authenticate");
+        }
+        self.tally.packets_unauthenticated += 1;
+        tracing::trace!(cluster = %self.cluster, error = %error, "SRTP datagram dropped");
     }
 
     /// The playout clock: every frame whose instant has come, decoded or concealed, to
     /// the output; a test tone mixed in (or played alone when nothing streams).
     fn play(&mut self, now: Instant) -> anyhow::Result<()> {
-        while let Some(Reverse((due, _, _))) = self.delayed.peek() {
+        while let Some(Reverse((due, ..))) = self.delayed.peek() {
             if *due > now {
                 break;
             }
-            if let Some(Reverse((due, _, datagram))) = self.delayed.pop() {
-                self.deliver(&datagram, due);
+            if let Some(Reverse((due, _, datagram, from))) = self.delayed.pop() {
+                self.deliver(&datagram, from, due);
             }
         }
         let rate = self.rate();
@@ -785,6 +958,7 @@ impl Agent {
             output: Some(self.output_name.to_string()),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             test_tones_played: self.tones_played.iter().map(|(id, _)| id.clone()).collect(),
+            packets_unauthenticated: self.tally.packets_unauthenticated,
         }
     }
 
@@ -794,5 +968,251 @@ impl Agent {
             late: counts.late,
             ..self.tally
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::health::Status;
+
+    const FROM: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const SSRC_A: u32 = 0x1111_1111;
+    const SSRC_B: u32 = 0x2222_2222;
+
+    fn agent() -> Agent {
+        let options = AgentOptions {
+            controller: "http://127.0.0.1:1/".parse().unwrap(),
+            token: "token".into(),
+            cluster: "c1".into(),
+            output: OutputSpec::Null,
+            bind: None,
+            min_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(400),
+            impairment: Impairment::default(),
+        };
+        Agent::new(&options, output::open(&OutputSpec::Null).unwrap())
+    }
+
+    fn answer(srtp_key: Option<&str>) -> HeartbeatAnswer {
+        HeartbeatAnswer {
+            cluster_id: "c1".into(),
+            name: "Hall".into(),
+            codec: "pcmu".into(),
+            payload_type: 0,
+            clock_rate: 8000,
+            ptime_ms: 20,
+            endpoint: EndpointSpec {
+                mode: "unicast".into(),
+                address: Some("127.0.0.1:5004".into()),
+                group: None,
+                ttl: None,
+            },
+            rtp_port: 5004,
+            rtcp_port: 5005,
+            volume: 100,
+            enabled: true,
+            heartbeat_interval_s: 5,
+            status: Status::Online,
+            test_tones: Vec::new(),
+            srtp_key: srtp_key.map(str::to_string),
+        }
+    }
+
+    /// A 20 ms PCMU packet.
+    fn rtp(ssrc: u32, sequence: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend(sequence.to_be_bytes());
+        p.extend((u32::from(sequence) * 160).to_be_bytes());
+        p.extend(ssrc.to_be_bytes());
+        p.extend([0xFF; 160]);
+        p
+    }
+
+    /// An empty receiver report from `ssrc` (as a sender report would do: only the form
+    /// is checked).
+    fn rtcp_from(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend(ssrc.to_be_bytes());
+        p
+    }
+
+    /// The controller's side of one stream.
+    fn sender(key: &MasterKey) -> SrtpContext {
+        SrtpContext::new(key)
+    }
+
+    #[test]
+    fn a_protected_packet_plays_and_a_plain_or_replayed_one_is_dropped() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let mut tx = sender(&key);
+        let now = Instant::now();
+        let first = tx.protect_rtp(&rtp(SSRC_A, 1)).unwrap();
+        a.deliver(&first, FROM, now);
+        assert_eq!(a.tally.packets_received, 1);
+        a.deliver(&rtp(SSRC_A, 2), FROM, now);
+        a.deliver(&first, FROM, now);
+        assert_eq!(a.tally.packets_received, 1);
+        assert_eq!(a.tally.packets_unauthenticated, 2);
+        assert_eq!(a.report().packets_unauthenticated, 2);
+        a.deliver(&tx.protect_rtp(&rtp(SSRC_A, 2)).unwrap(), FROM, now);
+        assert_eq!(a.tally.packets_received, 2);
+    }
+
+    #[test]
+    fn without_a_key_plain_rtp_plays_as_before() {
+        let mut a = agent();
+        a.apply(&answer(None), true);
+        a.deliver(&rtp(SSRC_A, 1), FROM, Instant::now());
+        assert_eq!(a.tally.packets_received, 1);
+        assert_eq!(a.tally.packets_unauthenticated, 0);
+    }
+
+    #[test]
+    fn forged_packets_do_not_count_in_the_loss_statistics() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let mut tx = sender(&key);
+        let now = Instant::now();
+        a.deliver(&tx.protect_rtp(&rtp(SSRC_A, 1)).unwrap(), FROM, now);
+        // Far ahead: counted, it would make 97 packets look lost.
+        a.deliver(&rtp(SSRC_A, 100), FROM, now);
+        a.deliver(&tx.protect_rtp(&rtp(SSRC_A, 2)).unwrap(), FROM, now);
+        let report = a.report();
+        assert_eq!(report.packets_lost, 0);
+        assert_eq!(report.packets_unauthenticated, 1);
+    }
+
+    #[test]
+    fn a_new_stream_gets_its_own_context_and_the_old_one_keeps_its_own() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let (mut tx_a, mut tx_b) = (sender(&key), sender(&key));
+        let now = Instant::now();
+        a.deliver(&tx_a.protect_rtp(&rtp(SSRC_A, 1)).unwrap(), FROM, now);
+        a.deliver(&tx_b.protect_rtp(&rtp(SSRC_B, 500)).unwrap(), FROM, now);
+        // The old stream's last packet, after the new one began.
+        a.deliver(&tx_a.protect_rtp(&rtp(SSRC_A, 2)).unwrap(), FROM, now);
+        assert_eq!(a.tally.packets_unauthenticated, 0);
+        assert_eq!(a.tally.packets_received, 3);
+    }
+
+    #[test]
+    fn a_forged_packet_under_a_new_ssrc_evicts_no_stream() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let mut tx = sender(&key);
+        let now = Instant::now();
+        a.deliver(&tx.protect_rtp(&rtp(SSRC_A, 1)).unwrap(), FROM, now);
+        for ssrc in 1..=2 * SRTP_STREAMS as u32 {
+            let mut forged = rtp(ssrc, 1);
+            forged.extend([0; 10]);
+            a.deliver(&forged, FROM, now);
+        }
+        assert_eq!(a.tally.packets_unauthenticated, 2 * SRTP_STREAMS as u64);
+        let Protection::Srtp(streams) = &a.protection else {
+            panic!("not SRTP");
+        };
+        assert_eq!(streams.streams.len(), 1);
+    }
+
+    #[test]
+    fn an_evicted_streams_packets_are_not_accepted_again() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let now = Instant::now();
+        let mut first = sender(&key);
+        let old = first.protect_rtp(&rtp(1, 1)).unwrap();
+        a.deliver(&old, FROM, now);
+        for ssrc in 2..=SRTP_STREAMS as u32 + 1 {
+            a.deliver(&sender(&key).protect_rtp(&rtp(ssrc, 1)).unwrap(), FROM, now);
+        }
+        assert_eq!(a.tally.packets_unauthenticated, 0);
+        // Stream 1 was dropped for stream 5; its packet replayed is not a new stream.
+        a.deliver(&old, FROM, now);
+        assert_eq!(a.tally.packets_unauthenticated, 1);
+    }
+
+    #[test]
+    fn a_key_change_resets_the_contexts_and_the_old_key_no_longer_verifies() {
+        let (old, new) = (MasterKey::generate(), MasterKey::generate());
+        let mut a = agent();
+        a.apply(&answer(Some(&old.to_inline())), true);
+        let now = Instant::now();
+        let mut tx_old = sender(&old);
+        a.deliver(&tx_old.protect_rtp(&rtp(SSRC_A, 1)).unwrap(), FROM, now);
+        a.apply(&answer(Some(&new.to_inline())), false);
+        a.deliver(&tx_old.protect_rtp(&rtp(SSRC_A, 2)).unwrap(), FROM, now);
+        assert_eq!(a.tally.packets_unauthenticated, 1);
+        // The same SSRC under the new key starts a fresh context.
+        a.deliver(
+            &sender(&new).protect_rtp(&rtp(SSRC_A, 3)).unwrap(),
+            FROM,
+            now,
+        );
+        assert_eq!(a.tally.packets_received, 2);
+        // The same key again is no change: the context (and its replay window) stays.
+        a.apply(&answer(Some(&new.to_inline())), false);
+        let Protection::Srtp(streams) = &a.protection else {
+            panic!("not SRTP");
+        };
+        assert_eq!(streams.streams.len(), 1);
+    }
+
+    #[test]
+    fn a_key_that_does_not_parse_drops_everything() {
+        let mut a = agent();
+        a.apply(&answer(Some("not base64!")), true);
+        a.deliver(&rtp(SSRC_A, 1), FROM, Instant::now());
+        a.on_rtcp(&rtcp_from(SSRC_A));
+        assert_eq!(a.tally.packets_received, 0);
+        assert_eq!(a.tally.packets_unauthenticated, 2);
+    }
+
+    #[test]
+    fn srtcp_is_authenticated_on_its_own_socket_and_multiplexed() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let mut tx = sender(&key);
+        let now = Instant::now();
+        a.deliver(&tx.protect_rtp(&rtp(SSRC_A, 1)).unwrap(), FROM, now);
+        let report = tx.protect_rtcp(&rtcp_from(SSRC_A)).unwrap();
+        a.on_rtcp(&report);
+        a.deliver(&tx.protect_rtcp(&rtcp_from(SSRC_A)).unwrap(), FROM, now);
+        assert_eq!(a.tally.packets_unauthenticated, 0);
+        // Plain, replayed.
+        a.on_rtcp(&rtcp_from(SSRC_A));
+        a.deliver(&report, FROM, now);
+        assert_eq!(a.tally.packets_unauthenticated, 2);
+        assert_eq!(a.tally.packets_received, 1);
+    }
+
+    #[test]
+    fn an_unauthenticated_sender_does_not_become_where_reports_go() {
+        let key = MasterKey::generate();
+        let mut a = agent();
+        a.apply(&answer(Some(&key.to_inline())), true);
+        let attacker = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66));
+        a.on_datagram(
+            &rtp(SSRC_A, 1),
+            SocketAddr::new(attacker, 5004),
+            Instant::now(),
+        );
+        assert_eq!(a.source_ip, None);
+    }
+
+    #[test]
+    fn an_answer_without_srtp_key_still_parses() {
+        let mut json = serde_json::to_value(answer(None)).unwrap();
+        json.as_object_mut().unwrap().remove("srtp_key");
+        let parsed: HeartbeatAnswer = serde_json::from_value(json).unwrap();
+        assert_eq!(parsed.srtp_key, None);
     }
 }

@@ -165,6 +165,10 @@ pub(crate) async fn build_targets(
             codec,
             ptime_ms,
             multicast_ttl: endpoint.multicast_ttl(),
+            srtp: c
+                .srtp_key
+                .as_deref()
+                .and_then(crate::rtp::srtp::MasterKey::from_inline),
             frames,
         });
     }

@@ -40,6 +40,9 @@ pub struct Target {
     /// For a multicast group: its TTL (the group's datagrams leave from a socket set up
     /// for it).
     pub multicast_ttl: Option<u8>,
+    /// SRTP master key of the cluster: its packets are protected (RFC 3711) with a
+    /// context of its own, so their payload bytes are no longer shared.
+    pub srtp: Option<crate::rtp::srtp::MasterKey>,
     /// The payload frames, already encoded for this cluster's codec and ptime; shared by
     /// every cluster with the same (codec, ptime).
     pub frames: Arc<[Bytes]>,

@@ -78,6 +78,8 @@ struct Link {
     last_deadline: Option<Instant>,
     /// A programme is airing (false between programmes).
     sending: bool,
+    /// SRTP protection of this stream (and its RTCP), keyed by the cluster's master key.
+    srtp: Option<(crate::rtp::srtp::MasterKey, crate::rtp::srtp::SrtpContext)>,
 }
 
 /// Where RTCP for a stream goes: port + 1 of a fixed destination from the RTCP socket,
@@ -497,6 +499,10 @@ impl Pacer {
             next_report: Instant::now() + Duration::from_millis(u64::from(target.ptime_ms)),
             last_deadline: None,
             sending: false,
+            srtp: target
+                .srtp
+                .as_ref()
+                .map(|k| (k.clone(), crate::rtp::srtp::SrtpContext::new(k))),
         }
     }
 
@@ -517,11 +523,17 @@ impl Pacer {
             }
             // The cluster was edited to another codec or packet size: that is a new
             // stream (another payload type and clock), so the old one ends.
-            Some(link) if link.codec != codec || link.ptime_ms != ptime_ms => {
+            // The cluster was edited to another codec, packet size or SRTP key: that is a
+            // new stream (payload type, clock or keys), so the old one ends.
+            Some(link)
+                if link.codec != codec
+                    || link.ptime_ms != ptime_ms
+                    || link.srtp.as_ref().map(|(k, _)| k) != target.srtp.as_ref() =>
+            {
                 let link = self.new_link(&frame.cluster, target);
-                if let Some(old) = self.links.insert(frame.cluster.clone(), link) {
+                if let Some(mut old) = self.links.insert(frame.cluster.clone(), link) {
                     let route = self.rtcp_route(&frame.cluster, old.destination);
-                    self.goodbye(&old, route);
+                    self.goodbye(&mut old, route);
                 }
             }
             Some(_) => {}
@@ -559,6 +571,20 @@ impl Pacer {
         let header = link
             .session
             .next_header(frame.payload.len(), step, frame.marker);
+        let mut payload = frame.payload;
+        if let Some((_, srtp)) = &mut link.srtp {
+            // Encrypted per cluster: header in clear, payload and tag after it.
+            let mut out = Vec::with_capacity(header.len() + payload.len() + 10);
+            match srtp.protect_rtp_into(&header, &payload, &mut out) {
+                Ok(()) => payload = Bytes::from(out).slice(header.len()..),
+                Err(e) => {
+                    tracing::error!(cluster = %frame.cluster, error = %e, "SRTP protection failed");
+                    self.reports
+                        .count_send_error(&frame.cluster, SendOutcome::Other(0));
+                    return;
+                }
+            }
+        }
         // The tick's own instant: no clock read per frame.
         if deadline >= link.next_report {
             link.next_report = deadline + SENDER_REPORT_INTERVAL;
@@ -566,10 +592,9 @@ impl Pacer {
                 wall.duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default(),
             );
-            match (
-                rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname),
-                route,
-            ) {
+            let report = rtcp::sender_report(&link.session, ntp, rtp_time, &self.settings.cname)
+                .and_then(|r| protect_rtcp(link, r));
+            match (report, route) {
                 (Ok(report), Some(route)) => self.reports_due.push((report, route)),
                 (Ok(_), None) => {}
                 (Err(e), _) => tracing::error!(error = %e, "RTCP report build failed"),
@@ -577,7 +602,7 @@ impl Pacer {
         }
         let datagram = Datagram {
             header,
-            payload: frame.payload,
+            payload,
             destination: address,
         };
         let batch = match multicast_ttl {
@@ -631,8 +656,8 @@ impl Pacer {
         let (due, later): (Vec<_>, Vec<_>) =
             self.byes.drain(..).partition(|(at, _, _)| *at <= tick);
         self.byes = later;
-        for (_, link, route) in due {
-            self.goodbye(&link, route);
+        for (_, mut link, route) in due {
+            self.goodbye(&mut link, route);
         }
     }
 
@@ -705,7 +730,7 @@ impl Pacer {
         }
     }
 
-    fn goodbye(&self, link: &Link, route: Option<RtcpRoute>) {
+    fn goodbye(&self, link: &mut Link, route: Option<RtcpRoute>) {
         let Some(route) = route else {
             return;
         };
@@ -721,7 +746,9 @@ impl Pacer {
             rtp_time,
             &self.settings.cname,
             "stream ended",
-        ) {
+        )
+        .and_then(|bye| protect_rtcp(link, bye))
+        {
             Ok(bye) => self.send_rtcp(&bye, route),
             Err(e) => tracing::error!(error = %e, "RTCP BYE build failed"),
         }
@@ -784,6 +811,17 @@ fn multicast_sender(ttl: u8, interface: std::net::Ipv4Addr) -> std::io::Result<S
     let sender = Sender::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     sender.set_multicast(u32::from(ttl), interface)?;
     Ok(sender)
+}
+
+/// SRTCP (RFC 3711 §3.4) for a protected stream; plain RTCP otherwise.
+fn protect_rtcp(link: &mut Link, packet: Bytes) -> Result<Bytes, crate::rtp::RtpError> {
+    match &mut link.srtp {
+        None => Ok(packet),
+        Some((_, srtp)) => srtp
+            .protect_rtcp(&packet)
+            .map(Bytes::from)
+            .map_err(|e| crate::rtp::RtpError::Marshal(format!("SRTCP: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod keepalive;
 pub mod rtcp;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 
 pub use session::RtpSession;
 

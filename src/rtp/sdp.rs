@@ -26,6 +26,8 @@ pub struct StreamDescription<'a> {
     /// RTCP shares the RTP port (RFC 5761): a registered cluster behind NAT, where only
     /// the port its keepalives open is reachable.
     pub rtcp_mux: bool,
+    /// SRTP: the profile is RTP/SAVP and the key goes in `a=crypto` (SDES, RFC 4568).
+    pub srtp: Option<&'a crate::rtp::srtp::MasterKey>,
 }
 
 /// Renders the description. Lines end in CRLF as the RFC requires. The SDP is declarative
@@ -61,7 +63,7 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
          s={name}\r\n\
          c=IN {ck} {dest}{ttl}\r\n\
          t=0 0\r\n\
-         m=audio {port} RTP/AVP {pt}\r\n",
+         m=audio {port} {profile} {pt}\r\n",
         sid = d.session_id,
         ver = d.session_version,
         ok = ip_kind(d.origin),
@@ -71,6 +73,11 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
         ttl = d.multicast_ttl.map(|t| format!("/{t}")).unwrap_or_default(),
         port = d.destination.port(),
         pt = d.codec.payload_type(),
+        profile = if d.srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        },
     );
     for line in d.codec.sdp_attributes(d.ptime_ms, settings) {
         let _ = write!(s, "a={line}\r\n");
@@ -79,6 +86,9 @@ fn render_inner(d: &StreamDescription<'_>, settings: Option<&CodecSettings>) -> 
         s.push_str("a=rtcp-mux\r\n");
     } else {
         let _ = write!(s, "a=rtcp:{}\r\n", d.destination.port().wrapping_add(1));
+    }
+    if let Some(key) = d.srtp {
+        let _ = write!(s, "a={}\r\n", key.sdp_crypto_attribute());
     }
     s.push_str("a=recvonly\r\n");
     s
@@ -100,6 +110,7 @@ mod tests {
             ptime_ms: 20,
             multicast_ttl: None,
             rtcp_mux: false,
+            srtp: None,
         });
         assert!(sdp.starts_with("v=0\r\n"));
         assert!(sdp.contains("c=IN IP4 192.0.2.10\r\n"));
@@ -124,6 +135,7 @@ mod tests {
             ptime_ms: 20,
             multicast_ttl: None,
             rtcp_mux: false,
+            srtp: None,
         });
         assert!(sdp.contains("c=IN IP6 ::1\r\n"));
         assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
@@ -140,6 +152,7 @@ mod tests {
             ptime_ms,
             multicast_ttl: Some(8),
             rtcp_mux: false,
+            srtp: None,
         }
     }
 
