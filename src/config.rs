@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Bootstrap admin bearer token. Never in the file in production: use LOAXA_ADMIN_TOKEN.
     pub admin_token: Option<String>,
+    /// Failed authentications one client address may make per minute before it must
+    /// wait out the minute (429); 0 turns the limit off.
+    pub max_auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
+            max_auth_failures_per_minute: crate::api::access::MAX_AUTH_FAILURES,
         }
     }
 }

@@ -104,11 +104,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit log: `verify` checks its hash chain (exit 1 naming each edited, deleted
+    /// or reordered row).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Users and tokens, on the host (a locked-out admin recovers here).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        /// Configuration file (default: config/loaxa.toml): the database to use.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Schedule files (`schedules/*.toml`, one campaign a file).
     Schedules {
         #[command(subcommand)]
         command: SchedulesCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recomputes the audit log's hash chain. Exit 0 when intact, 1 when any row was
+    /// edited, deleted or reordered, 2 when the database cannot be read.
+    Verify {
+        /// Configuration file (default: config/loaxa.toml): the database to check.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Creates a user and prints its token (shown this once).
+    Add {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, officer, technician or agent.
+        #[arg(long)]
+        role: String,
+        /// The root of the user's area scope (every role but admin).
+        #[arg(long)]
+        area: Option<String>,
+        /// Role agent: the cluster it speaks for.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        can_approve: bool,
+        /// RFC 3339 expiry.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Lists users (never their tokens).
+    List,
+    /// Revokes a user's token.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +319,34 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => match load_config(config) {
+            Ok(config) => with_store(&config, |store| async move {
+                match loaxa::audit_chain::verify_store(&store).await {
+                    Ok(report) => {
+                        for finding in &report.findings {
+                            println!("{finding}");
+                        }
+                        println!("{}", report.summary());
+                        if report.is_clean() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("loaxa: cannot read the audit log: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }),
+            Err(code) => code,
+        },
+        Command::Users { command, config } => match load_config(config) {
+            Ok(config) => with_store(&config, |store| users(store, command)),
+            Err(code) => code,
+        },
         Command::Schedules {
             command: SchedulesCommand::Check { dir, config },
         } => match load_config(config) {
@@ -350,6 +430,131 @@ fn check_schedules(dir: &Path, config: &Config, now: DateTime<Utc>) -> ExitCode 
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Runs `body` on the existing store of `config` (exit 2 when there is none: these
+/// commands never create a database).
+fn with_store<F, Fut>(config: &Config, body: F) -> ExitCode
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let url = config.database_url();
+    if let Some(path) = sqlite_file(&url)
+        && !path.is_file()
+    {
+        eprintln!("loaxa: no database at {}", path.display());
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loaxa: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = match Store::open(&url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("loaxa: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let code = body(store.clone()).await;
+        store.close().await;
+        code
+    })
+}
+
+async fn users(store: Store, command: UsersCommand) -> ExitCode {
+    let result: Result<(), String> = async {
+        match command {
+            UsersCommand::Add {
+                name,
+                role,
+                area,
+                cluster,
+                can_approve,
+                expires_at,
+            } => {
+                let user = loaxa::api::users::add_user(
+                    &store,
+                    loaxa::api::users::CreateUser {
+                        name,
+                        role,
+                        area_code: area,
+                        cluster_id: cluster,
+                        can_approve: Some(can_approve),
+                        expires_at,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let json = serde_json::to_value(&user).map_err(|e| e.to_string())?;
+                store
+                    .audit(loaxa::store::AuditEntry {
+                        actor: "host",
+                        action: "user.create",
+                        target: json["id"].as_str(),
+                        detail: Some("loaxa users add"),
+                        result: "ok",
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
+                );
+            }
+            UsersCommand::List => {
+                for u in store.users().await.map_err(|e| e.to_string())? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        u.id,
+                        u.role,
+                        u.area_code.as_deref().unwrap_or("*"),
+                        u.name,
+                        if u.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+            UsersCommand::Revoke { id } => {
+                let at = loaxa::store::now_rfc3339();
+                store
+                    .revoke_user(&id, &at)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store
+                    .audit(loaxa::store::AuditEntry {
+                        actor: "host",
+                        action: "user.revoke",
+                        target: Some(&id),
+                        detail: Some("loaxa users revoke"),
+                        result: "ok",
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("revoked {id}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loaxa users: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct AgentReport {
     /// Test tones played since the last heartbeat.
     #[serde(default)]
     pub test_tones_played: Vec<String>,
+    /// SRTP packets dropped because their tag did not verify (forged, injected or another
+    /// key), or that were replays.
+    #[serde(default)]
+    pub packets_unauthenticated: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

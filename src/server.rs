@@ -90,6 +90,9 @@ pub async fn run(
         config: config.clone(),
         admin_token_hash,
         http_metrics: Arc::default(),
+        auth_limiter: Arc::new(crate::api::access::AuthLimiter::new(
+            config.server.max_auth_failures_per_minute,
+        )),
         monitor: Arc::new(crate::monitor::Monitor::new(&config.health)),
         calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
@@ -113,10 +116,13 @@ pub async fn run(
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+    axum::serve(
+        listener,
+        api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("HTTP server failed")?;
 
     // The calendar's every step is a committed transaction or nothing: stopping it
     // between steps loses nothing.

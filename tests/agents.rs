@@ -550,3 +550,60 @@ async fn an_agent_rides_out_a_controller_crash_and_plays_again() {
         .collect();
     assert_eq!(to, ["online"], "{history}");
 }
+
+#[tokio::test]
+async fn the_agent_decrypts_srtp_and_drops_packets_injected_without_the_key() {
+    let app = spawn_app_with_config(&config(None)).await;
+    app.create_area("xa", None).await;
+    let address = free_pair();
+    let r = app
+        .post_json(
+            "/api/v1/clusters",
+            &json!({"name": "Cụm SRTP", "area_code": "xa", "codec": "pcmu", "srtp": true,
+                    "endpoint": {"mode": "unicast", "address": address.to_string()}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let cluster: Value = r.json().await.unwrap();
+    assert_eq!(cluster["srtp"], true);
+    let id = cluster["id"].as_str().unwrap();
+    let wav = app.dir.path().join("srtp.wav");
+    let _agent = start_agent(&app, &cluster, &format!("wav:{}", wav.display()));
+    wait_health(&app, id, "online", Duration::from_secs(5)).await;
+
+    // An attacker on the path sends plain RTP (a valid PCMU header) to the speaker.
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..20u16 {
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+        packet.extend(std::iter::repeat_n(0x55u8, 160));
+        attacker.send_to(&packet, address).unwrap();
+    }
+    let audio = app.upload_ok(&fixture("announce-vi-8k.wav")).await;
+    let b = app.broadcast(audio["id"].as_str().unwrap(), &[id]).await;
+    assert_eq!(
+        app.wait_status(&b, "done", Duration::from_secs(10)).await["status"],
+        "done"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let h = loop {
+        let h = app.json_ok(&format!("/api/v1/clusters/{id}/health")).await;
+        if h["agent"]["packets_received"].as_u64() >= Some(48)
+            && h["agent"]["packets_unauthenticated"].as_u64() >= Some(20)
+        {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(h["agent"]["packets_unauthenticated"], 20, "{h}");
+    // What it played is the broadcast, decrypted, and nothing of the injected packets.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, samples) = loaxa::agent::wav::read(&wav).expect("WAV");
+    let played: Vec<f32> = samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    let reference = reference_audio(&fixture("announce-vi-8k.wav"), 8000);
+    let r = best_correlation(&envelope(&played, 160), &envelope(&reference, 160), 10);
+    assert!(r > 0.9, "envelope correlation {r:.3}");
+}

@@ -1,14 +1,15 @@
 //! `/api/v1/areas`: the administrative tree (province, commune, hamlet…) clusters hang on.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, audit};
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::fleet::{AreaCode, parse_name};
 use crate::store::{AreaRow, StoreError, now_rfc3339};
@@ -65,6 +66,7 @@ impl From<AreaRow> for Area {
     responses((status = 201, body = Area), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create_area(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<CreateArea>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut errors = Vec::new();
@@ -111,6 +113,7 @@ async fn create_area(
         StoreError::Conflict(_) => ApiError::Conflict(format!("area `{code}` already exists")),
         other => other.into(),
     })?;
+    audit(&state, &principal, "area.create", Some(&code), None).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/v1/areas/{code}"))],

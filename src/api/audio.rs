@@ -1,16 +1,17 @@
 //! `/api/v1/audio`: the announcement library. Uploads are decoded and measured before
 //! anything is stored; a file that is not audio leaves nothing behind.
 
-use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{StatusCode, header};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, audit};
 use super::problem::{ApiError, Problem};
 use crate::fleet::parse_name;
 use crate::library::{LibraryError, sanitize_extension};
@@ -106,6 +107,7 @@ fn text_field(bytes: Bytes, field: &str) -> Result<String, ApiError> {
               (status = 422, body = Problem, description = "empty, truncated, corrupt or too long")))]
 async fn upload_audio(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Created, ApiError> {
     let limit_mb = state.config.audio.max_upload_mb;
@@ -134,10 +136,18 @@ async fn upload_audio(
         Ok((None, _, _)) => Err(ApiError::field("file", "is required")),
         Err(e) => Err(e),
     };
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&upload).await;
+    match result {
+        Ok(created) => {
+            let title = created.2.title.clone();
+            let id = created.2.id.clone();
+            audit(&state, &principal, "audio.upload", Some(&id), Some(&title)).await?;
+            Ok(created)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&upload).await;
+            Err(e)
+        }
     }
-    result
 }
 
 type Form = (
@@ -394,6 +404,7 @@ async fn get_audio(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_audio(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = state.store.audio(&id).await.map_err(|e| match e {
@@ -407,5 +418,13 @@ async fn delete_audio(
     }
     state.store.delete_audio(&id).await?;
     state.library.remove(&id, &row.file_name).await;
+    audit(
+        &state,
+        &principal,
+        "audio.delete",
+        Some(&id),
+        Some(&row.title),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,16 +1,10 @@
 //! Bearer-token authentication for `/api/` routes. Tokens are compared by their SHA-256
 //! hash, so the secret itself is never kept in memory longer than a request.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
 use sha2::{Digest, Sha256};
 use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-
-use super::AppState;
-use super::problem::ApiError;
 
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -31,20 +25,6 @@ pub(crate) fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
-}
-
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match presented_token(req.headers()) {
-        Some(token) if same(&hash_token(token), &state.admin_token_hash) => next.run(req).await,
-        _ => {
-            let mut response = ApiError::Unauthorized.into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"loaxa\""),
-            );
-            response
-        }
-    }
 }
 
 /// Declares the bearer scheme in the OpenAPI document.

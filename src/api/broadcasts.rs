@@ -2,15 +2,16 @@
 //! stored (queued) before it is acknowledged; its audio is prepared off the reactor and
 //! handed to the engine, whose events move it to playing and done.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, Role, audit, require_broadcast, require_targets};
 use super::airing::{Airing, prepare_and_play, resolve_clusters};
 use super::areas::validation;
 use super::problem::Query;
@@ -123,8 +124,10 @@ pub struct Broadcast {
               (status = 409, body = Problem, description = "quiet hours: only emergencies air")))]
 async fn create_broadcast(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<CreateBroadcast>,
 ) -> Result<impl IntoResponse, ApiError> {
+    require_targets(&state, &principal, &body.targets).await?;
     let mut errors = Vec::new();
 
     let priority = match body.priority.as_deref().unwrap_or("scheduled") {
@@ -235,6 +238,15 @@ async fn create_broadcast(
     tracing::info!(broadcast = %id, clusters = runs.len(), "broadcast queued");
 
     let clusters: Vec<ClusterRow> = clusters.into_values().collect();
+    let detail = serde_json::to_string(&body.targets).map_err(ApiError::internal)?;
+    audit(
+        &state,
+        &principal,
+        "broadcast.start",
+        Some(&id),
+        Some(&detail),
+    )
+    .await?;
     tokio::spawn(prepare_and_play(
         state,
         id.clone(),
@@ -322,9 +334,11 @@ async fn find(state: &AppState, id: &str) -> Result<BroadcastRow, ApiError> {
     responses((status = 200, body = Broadcast), (status = 404, body = Problem)))]
 async fn get_broadcast(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
     let row = find(&state, &id).await?;
+    require_broadcast(&state, &principal, &id).await?;
     view(&state, row).await.map(Json)
 }
 
@@ -335,9 +349,14 @@ async fn get_broadcast(
               (status = 409, body = Problem, description = "already over")))]
 async fn cancel_broadcast(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Broadcast>, ApiError> {
     let row = find(&state, &id).await?;
+    require_broadcast(&state, &principal, &id).await?;
+    if row.priority == "emergency" {
+        principal.require_role(&[Role::Admin, Role::Operator], "cancel an emergency")?;
+    }
     if status::is_final(&row.status) {
         return Err(ApiError::Conflict(format!(
             "broadcast `{id}` is already {}",
@@ -350,6 +369,7 @@ async fn cancel_broadcast(
         .set_broadcast_status(&id, status::CANCELLED, Some("cancelled by request"))
         .await?;
     state.engine.cancel(&id);
+    audit(&state, &principal, "broadcast.cancel", Some(&id), None).await?;
     let now = now_rfc3339();
     for run in state.store.broadcast_clusters(&id).await? {
         if !status::is_final(&run.status) {
@@ -395,11 +415,13 @@ pub(crate) fn parse_time(field: &str, value: Option<&str>) -> Result<Option<Stri
     responses((status = 200, body = [Broadcast]), (status = 422, body = Problem)))]
 async fn list_broadcasts(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(filter): Query<AsRunFilter>,
 ) -> Result<Json<Vec<Broadcast>>, ApiError> {
     let from = parse_time("from", filter.from.as_deref())?;
     let to = parse_time("to", filter.to.as_deref())?;
-    let areas = match &filter.area {
+    let area = principal.list_area(filter.area.as_deref())?;
+    let areas = match &area {
         Some(area) => {
             let codes = state.store.area_subtree(std::slice::from_ref(area)).await?;
             if codes.is_empty() {

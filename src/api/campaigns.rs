@@ -5,16 +5,17 @@
 
 use std::collections::BTreeSet;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, audit, require_targets};
 use super::airing::resolve_clusters;
 use super::areas::validation;
 use super::broadcasts::Targets;
@@ -581,8 +582,10 @@ async fn conflicts(state: &AppState, id: &str, v: &Validated) -> Result<Vec<Conf
     responses((status = 201, body = Campaign), (status = 422, body = Problem)))]
 async fn create_campaign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<CreateCampaign>,
 ) -> Result<impl IntoResponse, ApiError> {
+    require_targets(&state, &principal, &body.targets).await?;
     let v = validate(
         &state,
         Draft {
@@ -631,6 +634,14 @@ async fn create_campaign(
     if approved {
         crate::calendar::warm_up(state.clone(), row.clone());
     }
+    audit(
+        &state,
+        &principal,
+        "campaign.create",
+        Some(&row.id),
+        Some(&row.title),
+    )
+    .await?;
     let location = format!("/api/v1/campaigns/{}", row.id);
     Ok((
         StatusCode::CREATED,
@@ -642,15 +653,18 @@ async fn create_campaign(
 /// Every campaign.
 #[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", security(("bearer" = [])),
     responses((status = 200, body = [Campaign])))]
-async fn list_campaigns(State(state): State<AppState>) -> Result<Json<Vec<Campaign>>, ApiError> {
-    state
-        .store
-        .campaigns()
-        .await?
-        .into_iter()
-        .map(|row| view(&state, row, None))
-        .collect::<Result<_, _>>()
-        .map(Json)
+async fn list_campaigns(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<Campaign>>, ApiError> {
+    let mut out = Vec::new();
+    for row in state.store.campaigns().await? {
+        // Only the campaigns wholly in the caller's scope.
+        if require_campaign(&state, &principal, &row).await.is_ok() {
+            out.push(view(&state, row, None)?);
+        }
+    }
+    Ok(Json(out))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<CampaignRow, ApiError> {
@@ -696,9 +710,22 @@ fn writable(row: &CampaignRow) -> Result<(), ApiError> {
     responses((status = 200, body = Campaign), (status = 404, body = Problem)))]
 async fn get_campaign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Campaign>, ApiError> {
-    view(&state, find(&state, &id).await?, None).map(Json)
+    let row = find(&state, &id).await?;
+    require_campaign(&state, &principal, &row).await?;
+    view(&state, row, None).map(Json)
+}
+
+/// 403 unless everything the campaign targets lies in the caller's scope.
+async fn require_campaign(
+    state: &AppState,
+    principal: &Principal,
+    row: &CampaignRow,
+) -> Result<(), ApiError> {
+    let targets: Targets = serde_json::from_str(&row.targets).map_err(ApiError::internal)?;
+    require_targets(state, principal, &targets).await
 }
 
 /// Edits, pauses or resumes a campaign.
@@ -708,10 +735,15 @@ async fn get_campaign(
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn patch_campaign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<PatchCampaign>,
 ) -> Result<Json<Campaign>, ApiError> {
     let mut row = find(&state, &id).await?;
+    require_campaign(&state, &principal, &row).await?;
+    if let Some(targets) = &patch.targets {
+        require_targets(&state, &principal, targets).await?;
+    }
     writable(&row)?;
     let only_pausing = patch.title.is_none()
         && patch.topic.is_none()
@@ -800,6 +832,14 @@ async fn patch_campaign(
         state.store.advance_cursor(&row.id, &now_rfc3339()).await?;
     }
     state.calendar.notify_one();
+    audit(
+        &state,
+        &principal,
+        "campaign.update",
+        Some(&row.id),
+        Some(&row.approval),
+    )
+    .await?;
     view(&state, row, Some(conflicts)).map(Json)
 }
 
@@ -809,11 +849,21 @@ async fn patch_campaign(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_campaign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = find(&state, &id).await?;
+    require_campaign(&state, &principal, &row).await?;
     writable(&row)?;
     state.store.delete_campaign(&id).await?;
+    audit(
+        &state,
+        &principal,
+        "campaign.delete",
+        Some(&id),
+        Some(&row.title),
+    )
+    .await?;
     crate::calendar::withdraw(&state, &id, "the campaign was removed").await?;
     state.calendar.notify_one();
     Ok(StatusCode::NO_CONTENT)
@@ -825,9 +875,16 @@ async fn delete_campaign(
     responses((status = 200, body = Campaign), (status = 404, body = Problem)))]
 async fn approve_campaign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Campaign>, ApiError> {
     let mut row = find(&state, &id).await?;
+    require_campaign(&state, &principal, &row).await?;
+    if !principal.can_approve {
+        return Err(ApiError::Forbidden(
+            "you do not have the approve right".into(),
+        ));
+    }
     if row.approval != approval::APPROVED {
         row.approval = approval::APPROVED.into();
         row.approved_at = Some(now_rfc3339());
@@ -836,6 +893,14 @@ async fn approve_campaign(
         // Owes nothing for the time it waited for approval.
         state.store.advance_cursor(&row.id, &now_rfc3339()).await?;
         tracing::info!(campaign = %row.id, "campaign approved");
+        audit(
+            &state,
+            &principal,
+            "campaign.approve",
+            Some(&row.id),
+            Some(&row.title),
+        )
+        .await?;
         state.calendar.notify_one();
         crate::calendar::warm_up(state.clone(), row.clone());
     }
@@ -884,10 +949,12 @@ fn parse_instant(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
               (status = 422, body = Problem)))]
 async fn campaign_occurrences(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(window): Query<Window>,
 ) -> Result<Json<Occurrences>, ApiError> {
     let row = find(&state, &id).await?;
+    require_campaign(&state, &principal, &row).await?;
     let from = match &window.from {
         Some(raw) => parse_instant("from", raw)?,
         None => Utc::now(),

@@ -3,15 +3,16 @@
 
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, audit};
 use super::areas::validation;
 use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
@@ -45,6 +46,9 @@ pub struct CreateCluster {
     volume: Option<u8>,
     /// Default true. A disabled cluster is skipped by broadcasts.
     enabled: Option<bool>,
+    /// SRTP (AES_CM_128_HMAC_SHA1_80) with a key of this cluster's own, carried in its
+    /// SDP (`a=crypto`), which only callers allowed to see the cluster can fetch.
+    srtp: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -58,6 +62,8 @@ pub struct Cluster {
     endpoint: EndpointSpec,
     volume: u8,
     enabled: bool,
+    /// Streamed with SRTP; the key is in the cluster's SDP.
+    srtp: bool,
     created_at: String,
     /// Where to fetch the SDP of this cluster's stream.
     sdp_url: String,
@@ -153,6 +159,7 @@ impl Cluster {
             area_code: r.area_code,
             endpoint: spec,
             enabled: r.enabled,
+            srtp: r.srtp_key.is_some(),
             created_at: r.created_at,
             reception: None,
             send_errors: SendErrorsView::default(),
@@ -171,8 +178,10 @@ impl Cluster {
     responses((status = 201, body = Cluster), (status = 422, body = Problem)))]
 async fn create_cluster(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(body): JsonBody<CreateCluster>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require_area(&body.area_code)?;
     let mut errors = Vec::new();
     let name = parse_name(&body.name, 200)
         .map_err(|e| errors.push(FieldError::new("name", e.0)))
@@ -217,12 +226,24 @@ async fn create_cluster(
         sdp_session_id: i64::from(rand::random::<u32>()),
         created_at: now_rfc3339(),
         agent_key: Some(hex::encode(agent_key)),
+        srtp_key: body
+            .srtp
+            .unwrap_or(false)
+            .then(|| crate::rtp::srtp::MasterKey::generate().to_inline()),
     };
     state.store.insert_cluster(&row).await?;
     state.monitor.track(&row.id);
     if endpoint == Endpoint::Registered {
         state.engine.registry().set_key(&row.id, agent_key.to_vec());
     }
+    audit(
+        &state,
+        &principal,
+        "cluster.create",
+        Some(&row.id),
+        Some(&row.endpoint),
+    )
+    .await?;
     let location = format!("/api/v1/clusters/{}", row.id);
     let mut cluster = Cluster::from_row(row)?.with_reception(&state);
     cluster.agent_token = Some(agent_token);
@@ -270,9 +291,10 @@ struct ClusterFilter {
     responses((status = 200, body = [Cluster])))]
 async fn list_clusters(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(filter): Query<ClusterFilter>,
 ) -> Result<Json<Vec<Cluster>>, ApiError> {
-    let rows = match filter.area {
+    let rows = match principal.list_area(filter.area.as_deref())? {
         Some(area) => {
             let codes = state
                 .store
@@ -307,9 +329,12 @@ async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
     responses((status = 200, body = Cluster), (status = 404, body = Problem)))]
 async fn get_cluster(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Cluster>, ApiError> {
-    Cluster::from_row(find(&state, &id).await?).map(|c| Json(c.with_reception(&state)))
+    let row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
+    Cluster::from_row(row).map(|c| Json(c.with_reception(&state)))
 }
 
 /// What PATCH may change; every field optional.
@@ -323,6 +348,8 @@ pub struct UpdateCluster {
     /// 0-100: the cluster's agent applies it from its next heartbeat.
     volume: Option<u8>,
     enabled: Option<bool>,
+    /// Turn SRTP on (a new key) or off; from the cluster's next programme.
+    srtp: Option<bool>,
 }
 
 /// Changes a cluster. Volume reaches the agent with its next heartbeat answer; a new
@@ -334,10 +361,12 @@ pub struct UpdateCluster {
     responses((status = 200, body = Cluster), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_cluster(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateCluster>,
 ) -> Result<Json<Cluster>, ApiError> {
     let mut row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
     let mut errors = Vec::new();
     if let Some(name) = &body.name {
         match parse_name(name, 200) {
@@ -385,6 +414,13 @@ async fn update_cluster(
     if let Some(enabled) = body.enabled {
         row.enabled = enabled;
     }
+    match (body.srtp, row.srtp_key.is_some()) {
+        (Some(true), false) => {
+            row.srtp_key = Some(crate::rtp::srtp::MasterKey::generate().to_inline());
+        }
+        (Some(false), true) => row.srtp_key = None,
+        _ => {}
+    }
     state
         .store
         .update_cluster(&row)
@@ -397,12 +433,13 @@ async fn update_cluster(
     let detail = serde_json::json!({
         "name": body.name, "codec": body.codec, "ptime_ms": body.ptime_ms,
         "endpoint": body.endpoint, "volume": body.volume, "enabled": body.enabled,
+        "srtp": body.srtp,
     })
     .to_string();
     state
         .store
         .audit(crate::store::AuditEntry {
-            actor: "admin",
+            actor: &principal.actor(),
             action: "cluster.update",
             target: Some(&id),
             detail: Some(&detail),
@@ -425,8 +462,11 @@ async fn update_cluster(
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_cluster(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
     state.store.delete_cluster(&id).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("cluster", &id),
         other => other.into(),
@@ -435,6 +475,14 @@ async fn delete_cluster(
     state.engine.registry().remove(&id);
     state.engine.reports().forget(&id);
     state.monitor.forget(&id);
+    audit(
+        &state,
+        &principal,
+        "cluster.delete",
+        Some(&id),
+        Some(&row.name),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -447,9 +495,11 @@ async fn delete_cluster(
               (status = 409, body = Problem, description = "a registered cluster with no current address")))]
 async fn cluster_sdp(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
     let cluster = Cluster::from_row(row.clone())?;
     let endpoint = Endpoint::parse(&cluster.endpoint).map_err(|(f, e)| {
         ApiError::internal(format!("stored endpoint of {id} is invalid: {f}: {}", e.0))
@@ -471,6 +521,10 @@ async fn cluster_sdp(
                 .address
         }
     };
+    let srtp = row
+        .srtp_key
+        .as_deref()
+        .and_then(crate::rtp::srtp::MasterKey::from_inline);
     let local = state.engine.rtp_local_addr().ip();
     let origin = if local.is_unspecified() {
         let listen = state.config.server.listen.ip();
@@ -493,6 +547,7 @@ async fn cluster_sdp(
             ptime_ms: cluster.ptime_ms,
             multicast_ttl: endpoint.multicast_ttl(),
             rtcp_mux: endpoint == Endpoint::Registered,
+            srtp: srtp.as_ref(),
         },
         &CodecSettings {
             opus_bitrate_bps: state.config.rtp.opus_bitrate_kbps * 1000,

@@ -6,17 +6,18 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, require_broadcast};
 use super::airing::resolve_clusters;
 use super::areas::validation;
 use super::audio::{Upload, ingest_upload};
@@ -48,7 +49,6 @@ const MAX_FETCH: usize = 12 * 1024 * 1024;
 const MAX_REPEAT: u32 = 10;
 const MAX_INTERVAL_S: u32 = 600;
 /// Who acts, until users and roles exist (the security work): the admin token.
-const ADMIN: &str = "admin";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -154,13 +154,14 @@ async fn clusters_below(
               (status = 422, body = Problem)))]
 async fn create_emergency(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let accepted = if is_cap(&headers) {
-        from_cap(&state, &body).await?
+        from_cap(&state, &principal, &body).await?
     } else if is_json(&headers) {
-        from_json(&state, parse_json(&body)?).await?
+        from_json(&state, &principal, parse_json(&body)?).await?
     } else {
         return Err(ApiError::WrongContentType(
             "send JSON (application/json) or a CAP 1.2 alert (application/cap+xml)".into(),
@@ -174,7 +175,12 @@ async fn create_emergency(
     ))
 }
 
-async fn from_json(state: &AppState, body: CreateEmergency) -> Result<EmergencyAccepted, ApiError> {
+async fn from_json(
+    state: &AppState,
+    principal: &Principal,
+    body: CreateEmergency,
+) -> Result<EmergencyAccepted, ApiError> {
+    principal.require_areas(body.targets.areas.iter().map(String::as_str))?;
     let mut errors = Vec::new();
     let repeat = body.repeat.unwrap_or(1);
     if !(1..=MAX_REPEAT).contains(&repeat) {
@@ -224,7 +230,7 @@ async fn from_json(state: &AppState, body: CreateEmergency) -> Result<EmergencyA
         interval_s,
         targets: body.targets,
     };
-    let id = start(state, plan, Source::User).await?;
+    let id = start(state, plan, Source::User(principal)).await?;
     Ok(EmergencyAccepted {
         id,
         status: status::QUEUED.into(),
@@ -234,7 +240,7 @@ async fn from_json(state: &AppState, body: CreateEmergency) -> Result<EmergencyA
 
 /// Who pushed an emergency.
 enum Source<'a> {
-    User,
+    User(&'a Principal),
     Cap(&'a Alert),
 }
 
@@ -281,7 +287,11 @@ fn cap_row(alert: &Alert, outcome: &str, broadcast_id: Option<String>) -> CapAle
     }
 }
 
-async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, ApiError> {
+async fn from_cap(
+    state: &AppState,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<EmergencyAccepted, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         cap_problem(cap::CapError {
             element: "alert".into(),
@@ -363,7 +373,7 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
             });
         }
         MsgType::Cancel => {
-            let cancelled = cancel_references(state, &alert, &actor).await?;
+            let cancelled = cancel_references(state, principal, &alert, &actor).await?;
             let row = cap_row(&alert, "cancelled", None);
             state
                 .store
@@ -436,7 +446,7 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
         }
     };
     if alert.msg_type == MsgType::Update {
-        cancel_references(state, &alert, &actor).await?;
+        cancel_references(state, principal, &alert, &actor).await?;
     }
     let plan = Plan {
         audio,
@@ -448,6 +458,7 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
             clusters: Vec::new(),
         },
     };
+    principal.require_areas(plan.targets.areas.iter().map(String::as_str))?;
     let id = start(state, plan, Source::Cap(&alert)).await?;
     let event = alert.infos.first().map(|i| i.event.clone());
     Ok(EmergencyAccepted {
@@ -467,6 +478,7 @@ async fn from_cap(state: &AppState, body: &[u8]) -> Result<EmergencyAccepted, Ap
 /// Cancels the emergencies that the alerts named in `references` aired as.
 async fn cancel_references(
     state: &AppState,
+    principal: &Principal,
     alert: &Alert,
     actor: &str,
 ) -> Result<Vec<String>, ApiError> {
@@ -480,6 +492,9 @@ async fn cancel_references(
             continue;
         };
         if let Some(broadcast) = seen.broadcast_id
+            && require_broadcast(state, principal, &broadcast)
+                .await
+                .is_ok()
             && stop(state, &broadcast, actor, "cancelled by a CAP alert").await?
         {
             cancelled.push(broadcast);
@@ -647,7 +662,7 @@ async fn start(state: &AppState, plan: Plan, source: Source<'_>) -> Result<Strin
         })
         .collect();
     let (actor, source_name, cap) = match &source {
-        Source::User => (ADMIN.to_string(), "user", None),
+        Source::User(principal) => (principal.actor(), "user", None),
         Source::Cap(alert) => (
             format!("cap:{}", alert.sender),
             "cap",
@@ -656,7 +671,7 @@ async fn start(state: &AppState, plan: Plan, source: Source<'_>) -> Result<Strin
     };
     let event = match &source {
         Source::Cap(alert) => alert.infos.first().map(|i| i.event.clone()),
-        Source::User => None,
+        Source::User(_) => None,
     };
     let emergency = EmergencyRow {
         broadcast_id: id.clone(),
@@ -777,6 +792,10 @@ async fn emergency_targets(state: &AppState, plan: &Plan) -> Result<Vec<Target>,
             codec,
             ptime_ms,
             multicast_ttl: endpoint.multicast_ttl(),
+            srtp: c
+                .srtp_key
+                .as_deref()
+                .and_then(crate::rtp::srtp::MasterKey::from_inline),
             frames,
         });
     }
@@ -855,17 +874,28 @@ async fn emergency_view(state: &AppState, id: &str) -> Result<Emergency, ApiErro
     responses((status = 200, body = Emergency), (status = 404, body = Problem)))]
 async fn get_emergency(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Emergency>, ApiError> {
+    require_broadcast(&state, &principal, &id).await?;
     emergency_view(&state, &id).await.map(Json)
 }
 
 /// Recent emergencies, newest first.
 #[utoipa::path(get, path = "/api/v1/emergency", tag = "emergency", security(("bearer" = [])),
     responses((status = 200, body = [Emergency])))]
-async fn list_emergencies(State(state): State<AppState>) -> Result<Json<Vec<Emergency>>, ApiError> {
+async fn list_emergencies(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<Emergency>>, ApiError> {
     let mut out = Vec::new();
     for e in state.store.emergencies().await? {
+        if require_broadcast(&state, &principal, &e.broadcast_id)
+            .await
+            .is_err()
+        {
+            continue;
+        }
         out.push(emergency_view(&state, &e.broadcast_id).await?);
     }
     Ok(Json(out))
@@ -878,13 +908,15 @@ async fn list_emergencies(State(state): State<AppState>) -> Result<Json<Vec<Emer
               (status = 409, body = Problem, description = "already over")))]
 async fn cancel_emergency(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Emergency>, ApiError> {
     state.store.emergency(&id).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("emergency", &id),
         other => other.into(),
     })?;
-    if !stop(&state, &id, ADMIN, "cancelled by request").await? {
+    require_broadcast(&state, &principal, &id).await?;
+    if !stop(&state, &id, &principal.actor(), "cancelled by request").await? {
         return Err(ApiError::Conflict(format!(
             "emergency `{id}` is already over"
         )));

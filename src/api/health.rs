@@ -1,15 +1,18 @@
 //! Fleet health: each cluster's status and its history, the agents' heartbeats (with
 //! the commands they carry back: volume, test tones), and the technician's test tone.
 
-use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::{Principal, Role, expired, note_failure};
 use super::auth::{hash_token, presented_token, same};
 use super::broadcasts::parse_time;
 use super::problem::{ApiError, Problem, Query, parse_json};
@@ -138,9 +141,11 @@ async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
     responses((status = 200, body = HealthView), (status = 404, body = Problem)))]
 async fn cluster_health(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<HealthView>, ApiError> {
     let row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
     Ok(Json(view(&state, row)))
 }
 
@@ -196,8 +201,10 @@ async fn subtree(state: &AppState, area: &str) -> Result<Vec<String>, ApiError> 
     responses((status = 200, body = FleetHealth), (status = 422, body = Problem)))]
 async fn fleet_health(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(filter): Query<FleetFilter>,
 ) -> Result<Json<FleetHealth>, ApiError> {
+    let area = principal.list_area(filter.area.as_deref())?;
     let wanted = filter
         .status
         .as_deref()
@@ -206,7 +213,7 @@ async fn fleet_health(
                 .map_err(|e| ApiError::field("status", e))
         })
         .transpose()?;
-    let rows = clusters_below(&state, filter.area.as_deref()).await?;
+    let rows = clusters_below(&state, area.as_deref()).await?;
     let mut counts = StatusCounts::default();
     let mut clusters: Vec<HealthView> = rows
         .into_iter()
@@ -306,8 +313,10 @@ async fn transitions(
     responses((status = 200, body = [TransitionView]), (status = 422, body = Problem)))]
 async fn fleet_transitions(
     State(state): State<AppState>,
-    Query(filter): Query<TransitionFilter>,
+    Extension(principal): Extension<Principal>,
+    Query(mut filter): Query<TransitionFilter>,
 ) -> Result<Json<Vec<TransitionView>>, ApiError> {
+    filter.area = principal.list_area(filter.area.as_deref())?;
     transitions(&state, None, filter).await
 }
 
@@ -318,6 +327,7 @@ async fn fleet_transitions(
     responses((status = 200, body = [TransitionView]), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn cluster_transitions(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(filter): Query<TransitionFilter>,
 ) -> Result<Json<Vec<TransitionView>>, ApiError> {
@@ -327,7 +337,7 @@ async fn cluster_transitions(
             "not a filter of one cluster's history",
         ));
     }
-    find(&state, &id).await?;
+    principal.require_area(&find(&state, &id).await?.area_code)?;
     transitions(&state, Some(&id), filter).await
 }
 
@@ -360,6 +370,7 @@ pub struct TestToneQueued {
               (status = 422, body = Problem)))]
 async fn test_tone(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TestToneQueued>), ApiError> {
@@ -384,6 +395,7 @@ async fn test_tone(
         ));
     }
     let row = find(&state, &id).await?;
+    principal.require_area(&row.area_code)?;
     if row.agent_key.is_none() {
         return Err(ApiError::Conflict(
             "this cluster has no agent token, so no agent to play the tone".into(),
@@ -402,7 +414,7 @@ async fn test_tone(
     state
         .store
         .audit(crate::store::AuditEntry {
-            actor: "admin",
+            actor: &principal.actor(),
             action: "cluster.test_tone",
             target: Some(&id),
             detail: Some(&detail),
@@ -445,6 +457,42 @@ pub struct HeartbeatAnswer {
     pub status: Status,
     /// Test tones to play (each once: ids already played are to be skipped).
     pub test_tones: Vec<ToneCommand>,
+    /// The cluster's SRTP master key (SDES inline base64) when its stream is SRTP; the
+    /// agent authenticated with its own token, so it may know it.
+    #[serde(default)]
+    pub srtp_key: Option<String>,
+}
+
+/// The cluster `id` if `token` is its agent token, or the token of a current user with
+/// role `agent` bound to it. The same 401 for an unknown cluster and a wrong token: no
+/// probing for ids.
+async fn agent_of(state: &AppState, id: &str, token: Option<&str>) -> Result<ClusterRow, ApiError> {
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    let row = match state.store.cluster(id).await {
+        Ok(row) => row,
+        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
+        Err(e) => return Err(e.into()),
+    };
+    let hash = hash_token(token);
+    let key = row
+        .agent_key
+        .as_deref()
+        .and_then(|k| <[u8; 32]>::try_from(hex::decode(k).ok()?).ok());
+    if key.is_some_and(|k| same(&hash, &k)) {
+        return Ok(row);
+    }
+    match state.store.user_by_token(&hex::encode(hash)).await {
+        Ok(u)
+            if u.role == Role::Agent.as_str()
+                && u.cluster_id.as_deref() == Some(id)
+                && u.revoked_at.is_none()
+                && !expired(u.expires_at.as_deref()) =>
+        {
+            Ok(row)
+        }
+        Ok(_) | Err(StoreError::NotFound) => Err(ApiError::Unauthorized),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An agent's heartbeat, with its own cluster's token: its state in, the stream settings
@@ -457,24 +505,25 @@ pub struct HeartbeatAnswer {
 async fn heartbeat(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
-    // The same answer for an unknown cluster and a wrong token: no probing for ids.
-    let token = presented_token(&headers).ok_or(ApiError::Unauthorized)?;
-    let row = match state.store.cluster(&id).await {
-        Ok(row) => row,
-        Err(StoreError::NotFound) => return Err(ApiError::Unauthorized),
-        Err(e) => return Err(e.into()),
-    };
-    let key = row
-        .agent_key
-        .as_deref()
-        .and_then(|k| <[u8; 32]>::try_from(hex::decode(k).ok()?).ok())
-        .ok_or(ApiError::Unauthorized)?;
-    if !same(&hash_token(token), &key) {
-        return Err(ApiError::Unauthorized);
+    let ip = connect.map(|c| c.0.0.ip());
+    if let Some(ip) = ip
+        && let Err(wait) = state.auth_limiter.check(ip, std::time::Instant::now())
+    {
+        return Err(ApiError::TooManyRequests(wait));
     }
+    let row = match agent_of(&state, &id, presented_token(&headers)).await {
+        Ok(row) => row,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized) {
+                note_failure(&state, ip);
+            }
+            return Err(e);
+        }
+    };
     // Authenticated first, so nobody learns anything from the body's answer.
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -522,5 +571,6 @@ async fn heartbeat(
         volume: row.volume.clamp(0, 100) as u8,
         enabled: row.enabled,
         heartbeat_interval_s: state.config.health.heartbeat_interval_s,
+        srtp_key: row.srtp_key,
     }))
 }

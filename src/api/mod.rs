@@ -1,6 +1,7 @@
 //! The HTTP API: one router per resource, bearer auth on `/api/`, problem+json errors,
 //! and the OpenAPI document generated from the same route definitions so it cannot drift.
 
+pub mod access;
 pub(crate) mod airing;
 pub mod areas;
 pub mod audio;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod problem;
 pub mod reports;
 pub mod system;
+pub mod users;
 
 use std::sync::{Arc, OnceLock};
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub admin_token_hash: [u8; 32],
     /// HTTP request counts and latencies, for `/metrics`.
     pub http_metrics: Arc<metrics::HttpMetrics>,
+    /// Failed authentications per client address.
+    pub auth_limiter: Arc<access::AuthLimiter>,
     /// The fleet's health, and what agents said and are owed.
     pub monitor: Arc<crate::monitor::Monitor>,
     /// Wakes the calendar runner when campaigns change.
@@ -87,13 +91,14 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(reports::router())
         .merge(audit::router())
         .merge(health::router())
+        .merge(users::router())
         .merge(metrics::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(audio::router().layer(DefaultBodyLimit::max(upload_limit)))
         .merge(emergency::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            access::authenticate,
         ));
     // Agents authenticate with their own cluster's token, checked by the route itself.
     let agents = health::agent_router().layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));

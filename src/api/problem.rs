@@ -45,6 +45,12 @@ pub enum ApiError {
     /// No bearer token, or one that is not valid.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A valid token whose role or area scope does not cover this request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed authentications from this address; retry after the seconds given.
+    #[error("too many failed authentications from this address; retry in {0} s")]
+    TooManyRequests(u64),
     /// The named resource does not exist.
     #[error("{what} `{id}` does not exist")]
     NotFound { what: &'static str, id: String },
@@ -98,6 +104,8 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -112,6 +120,8 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooManyRequests(_) => "too-many-requests",
             ApiError::NotFound { .. } => "not-found",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Validation { .. } => "validation",
@@ -143,6 +153,10 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
+        let retry_after = match self {
+            ApiError::TooManyRequests(s) => Some(s),
+            _ => None,
+        };
         let errors = match self {
             ApiError::Validation { errors, .. } => errors,
             ApiError::UnsupportedMedia { field, detail } => vec![FieldError {
@@ -151,7 +165,19 @@ impl IntoResponse for ApiError {
             }],
             _ => Vec::new(),
         };
-        problem_response(status, kind, detail, errors)
+        let mut response = problem_response(status, kind, detail, errors);
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"loaxa\""),
+            );
+        }
+        response
     }
 }
 

@@ -2,6 +2,7 @@
 //! aired are counted from the packets actually sent to each cluster (packets × packet
 //! duration), so an interrupted or cancelled airing counts for what went out.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -12,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::Principal;
 use super::problem::Query;
 use super::problem::{ApiError, Problem};
 use crate::store::{AirtimeGroup, AirtimeRow};
@@ -112,9 +114,11 @@ fn csv(group_by: &str, rows: &[AirtimeRow]) -> String {
               (status = 422, body = Problem)))]
 async fn airtime(
     State(state): State<AppState>,
-    Query(q): Query<AirtimeQuery>,
+    Extension(principal): Extension<Principal>,
+    Query(mut q): Query<AirtimeQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    q.area = principal.list_area(q.area.as_deref())?;
     let from = instant("from", &q.from)?;
     let to = instant("to", &q.to)?;
     if to <= from {

@@ -108,7 +108,7 @@ impl Store {
     pub async fn update_cluster(&self, c: &ClusterRow) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE clusters SET name = ?, codec = ?, ptime_ms = ?, endpoint = ?, volume = ?,
-                                 enabled = ?, agent_key = ?
+                                 enabled = ?, agent_key = ?, srtp_key = ?
              WHERE id = ?",
         )
         .bind(&c.name)
@@ -118,6 +118,7 @@ impl Store {
         .bind(c.volume)
         .bind(c.enabled)
         .bind(&c.agent_key)
+        .bind(&c.srtp_key)
         .bind(&c.id)
         .execute(&self.pool)
         .await?;

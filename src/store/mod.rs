@@ -13,10 +13,12 @@ mod asrun;
 mod campaigns;
 mod emergency;
 mod health;
+mod users;
 pub use asrun::Played;
 pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
 pub use emergency::{AuditEntry, AuditRow, CapAlertRow, EmergencyRow};
 pub use health::{HealthTransitionRow, NewTransition};
+pub use users::UserRow;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub struct ClusterRow {
     pub created_at: String,
     /// SHA-256 (hex) of the cluster's agent token, if it has one.
     pub agent_key: Option<String>,
+    /// SRTP master key and salt (SDES inline base64), for a cluster streamed with SRTP.
+    pub srtp_key: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -186,7 +190,10 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Open(format!("migrations: {e}")))?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        // Rows written before the audit log was chained get their hashes now.
+        store.seal_audit().await?;
+        Ok(store)
     }
 
     pub async fn close(&self) {
@@ -283,8 +290,8 @@ impl Store {
     pub async fn insert_cluster(&self, c: &ClusterRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clusters (id, name, area_code, codec, ptime_ms, endpoint, volume, enabled,
-                                   sdp_session_id, created_at, agent_key)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   sdp_session_id, created_at, agent_key, srtp_key)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -297,6 +304,7 @@ impl Store {
         .bind(c.sdp_session_id)
         .bind(&c.created_at)
         .bind(&c.agent_key)
+        .bind(&c.srtp_key)
         .execute(&self.pool)
         .await
         .map_err(conflict_or_db)?;
@@ -697,6 +705,7 @@ mod tests {
             sdp_session_id: 1,
             created_at: now_rfc3339(),
             agent_key: None,
+            srtp_key: None,
         };
         assert!(matches!(
             store.insert_cluster(&row).await,
