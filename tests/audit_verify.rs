@@ -188,3 +188,93 @@ async fn the_last_rows_deleted_behind_the_triggers_are_found() {
     let seqs: Vec<_> = report.findings.iter().map(|f| f.seq).collect();
     assert_eq!(seqs, [4], "{:?}", report.findings);
 }
+
+/// `loaxa audit verify` over a database at `data_dir`: its exit code and stdout.
+fn verify_cli(data_dir: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loaxa"))
+        .args(["audit", "verify"])
+        .env("LOAXA_DATA_DIR", data_dir)
+        .output()
+        .expect("run loaxa audit verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn loaxa_audit_verify_catches_a_row_edited_directly_in_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}", data.join("loaxa.db").display());
+    {
+        // What the daemon writes: users made on the host, then actions.
+        let store = Store::open(&url).await.unwrap();
+        for i in 1..=4 {
+            let detail = format!("step {i}");
+            store
+                .audit(AuditEntry {
+                    actor: "admin",
+                    action: "broadcast.start",
+                    target: Some("b-1"),
+                    detail: Some(&detail),
+                    result: "ok",
+                })
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    }
+    let (code, out) = verify_cli(&data);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 rows"), "{out}");
+
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    drop_triggers(&mut conn).await;
+    sqlx::query("UPDATE audit SET actor = 'someone-else' WHERE seq = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (code, out) = verify_cli(&data);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("row 2 was edited"), "{out}");
+
+    // No database: a clear error, nothing created.
+    let empty = dir.path().join("nothing-here");
+    let (code, _) = verify_cli(&empty);
+    assert_eq!(code, 2);
+    assert!(!empty.join("loaxa.db").exists());
+}
+
+#[test]
+fn loaxa_users_add_gives_a_locked_out_admin_a_token_on_the_host() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The store exists once the daemon has run; opening it here creates it the same way.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}?mode=rwc", data.join("loaxa.db").display());
+        Store::open(&url).await.unwrap().close().await;
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loaxa"))
+        .args(["users", "add", "--name", "Rescue", "--role", "admin"])
+        .env("LOAXA_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let user: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(user["role"], "admin");
+    assert_eq!(user["token"].as_str().unwrap().len(), 64);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loaxa"))
+        .args(["users", "add", "--name", "X", "--role", "officer"])
+        .env("LOAXA_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("area_code"));
+    let (code, out) = verify_cli(&data);
+    assert_eq!(code, 0, "{out}");
+}
