@@ -264,7 +264,11 @@ fn loaxa_users_add_gives_a_locked_out_admin_a_token_on_the_host() {
         .env("LOAXA_DATA_DIR", &data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let user: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(user["role"], "admin");
     assert_eq!(user["token"].as_str().unwrap().len(), 64);

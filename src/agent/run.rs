@@ -49,7 +49,7 @@ const SRTP_STREAMS: usize = 4;
 const SRTP_RETIRED: usize = 64;
 
 /// What `loaxa agent` is told on its command line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentOptions {
     /// The controller's base URL, e.g. `http://10.0.0.1:8080`.
     pub controller: reqwest::Url,
@@ -64,6 +64,19 @@ pub struct AgentOptions {
     pub max_delay: Duration,
     /// Network trouble to simulate on reception (`loaxa simulate`).
     pub impairment: Impairment,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for AgentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentOptions")
+            .field("controller", &self.controller.as_str())
+            .field("token", &"<redacted>")
+            .field("cluster", &self.cluster)
+            .field("output", &self.output)
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Simulated loss and jitter, applied to datagrams as they arrive.

@@ -433,7 +433,8 @@ async fn test_tone(
 
 /// What the controller answers a heartbeat with: how to receive the stream and what to
 /// do.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// No `Debug`: it carries the SRTP key, which is never to reach a log line.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAnswer {
     pub cluster_id: String,
     pub name: String,

@@ -72,12 +72,41 @@ pub fn app(state: AppState) -> Router {
     let (router, openapi) = routes(&state).split_for_parts();
     let _ = state.openapi.set(Arc::new(openapi));
     router
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Longest a request may take, body included; an upload gets longer (200 MB over a slow
+/// commune link).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Ends a request that outlives its time with a 408 problem (a slow or stalled client
+/// holds nothing for long). What a handler had not committed is rolled back with it.
+async fn deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let upload = req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/audio";
+    let limit = if upload {
+        UPLOAD_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => problem::problem_response(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "urn:loaxa:problem:timeout".into(),
+            format!("the request took longer than {} s", limit.as_secs()),
+            Vec::new(),
+        ),
+    }
 }
 
 /// Every route with its OpenAPI description (also used to print the document).
