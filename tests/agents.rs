@@ -484,7 +484,13 @@ async fn an_agent_rides_out_a_controller_crash_and_plays_again() {
     let listen = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("health.toml");
-    std::fs::write(&config_path, config(None)).unwrap();
+    // Offline after 10 s: the agent's backoff (1, 2, 4 s…) finds the restarted daemon
+    // well within it.
+    std::fs::write(
+        &config_path,
+        "[health]\noffline_after_s = 10\nheartbeat_interval_s = 1\n",
+    )
+    .unwrap();
     let mut app = spawn_app_with(dir, &config_path, &[("LOAXA_LISTEN", &listen)]).await;
     app.create_area("xa", None).await;
     let cluster = create(

@@ -80,6 +80,18 @@ struct Link {
     sending: bool,
     /// SRTP protection of this stream (and its RTCP), keyed by the cluster's master key.
     srtp: Option<(crate::rtp::srtp::MasterKey, crate::rtp::srtp::SrtpContext)>,
+    /// The session's first sequence number.
+    first_sequence: u16,
+}
+
+impl Link {
+    /// An SRTP stream whose sequence has wrapped: its rollover counter is above 0, which
+    /// a receiver joining now cannot know from SDES (RFC 4568 carries no ROC). Such a
+    /// stream is restarted (new SSRC, ROC 0) at its next programme.
+    fn rolled_over(&self) -> bool {
+        self.srtp.is_some()
+            && u64::from(self.first_sequence) + u64::from(self.session.packets_sent()) > 0xFFFF
+    }
 }
 
 /// Where RTCP for a stream goes: port + 1 of a fixed destination from the RTCP socket,
@@ -485,7 +497,22 @@ impl Pacer {
     }
 
     fn new_link(&self, cluster: &ClusterKey, target: &Target) -> Link {
-        let session = RtpSession::new(target.codec.payload_type(), &mut rand::rng());
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let session = if target.srtp.is_some() {
+            // RFC 3711 §3.3.1: an initial sequence below 2^15, so a receiver that joins
+            // (with a rollover counter of 0, all SDES can tell it) is right until the
+            // sequence wraps; see `rolled_over`.
+            RtpSession::with_initial(
+                target.codec.payload_type(),
+                rng.random(),
+                rng.random_range(0..1 << 15),
+                rng.random(),
+            )
+        } else {
+            RtpSession::new(target.codec.payload_type(), &mut rng)
+        };
+        let first_sequence = session.next_sequence();
         if let Ok(mut ssrcs) = self.reports.ssrcs.lock() {
             ssrcs.insert(session.ssrc(), cluster.clone(), target.codec.clock_rate());
         }
@@ -499,6 +526,7 @@ impl Pacer {
             next_report: Instant::now() + Duration::from_millis(u64::from(target.ptime_ms)),
             last_deadline: None,
             sending: false,
+            first_sequence,
             srtp: target
                 .srtp
                 .as_ref()
@@ -528,7 +556,8 @@ impl Pacer {
             Some(link)
                 if link.codec != codec
                     || link.ptime_ms != ptime_ms
-                    || link.srtp.as_ref().map(|(k, _)| k) != target.srtp.as_ref() =>
+                    || link.srtp.as_ref().map(|(k, _)| k) != target.srtp.as_ref()
+                    || (!link.sending && link.rolled_over()) =>
             {
                 let link = self.new_link(&frame.cluster, target);
                 if let Some(mut old) = self.links.insert(frame.cluster.clone(), link) {

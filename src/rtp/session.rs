@@ -45,6 +45,11 @@ impl RtpSession {
         self.ssrc
     }
 
+    /// The sequence number of the next packet.
+    pub fn next_sequence(&self) -> u16 {
+        self.next_sequence
+    }
+
     pub fn payload_type(&self) -> u8 {
         self.payload_type
     }
