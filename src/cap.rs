@@ -181,9 +181,51 @@ fn plain(element: &str, value: String) -> Result<String, CapError> {
     Ok(value)
 }
 
+/// Namespace declarations a CAP alert may carry in all (it needs one or two).
+const MAX_NAMESPACE_DECLARATIONS: usize = 32;
+/// Attributes one tag may carry (CAP elements carry none but namespaces).
+const MAX_ATTRIBUTES_PER_TAG: usize = 64;
+
+/// Refuses, in one linear pass, the shapes that make an XML parser slow: many namespace
+/// declarations (each nested element re-scans those in scope) and many attributes on one
+/// tag (the duplicate check is quadratic). A CAP alert is nowhere near either limit.
+fn shape_limits(xml: &str) -> Result<(), CapError> {
+    if xml.matches("xmlns").count() > MAX_NAMESPACE_DECLARATIONS {
+        return Err(err(
+            "alert",
+            format!("more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations"),
+        ));
+    }
+    let (mut in_tag, mut quote, mut attributes) = (false, None, 0usize);
+    for b in xml.bytes() {
+        match (in_tag, quote, b) {
+            (_, Some(q), _) if b == q => quote = None,
+            (_, Some(_), _) => {}
+            (false, None, b'<') => {
+                in_tag = true;
+                attributes = 0;
+            }
+            (true, None, b'"' | b'\'') => quote = Some(b),
+            (true, None, b'=') => {
+                attributes += 1;
+                if attributes > MAX_ATTRIBUTES_PER_TAG {
+                    return Err(err(
+                        "alert",
+                        format!("a tag with more than {MAX_ATTRIBUTES_PER_TAG} attributes"),
+                    ));
+                }
+            }
+            (true, None, b'>') => in_tag = false,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses and validates one alert. `geocode_value_name` selects the `<geocode>` entries
 /// that carry our area codes.
 pub fn parse(xml: &str, geocode_value_name: &str) -> Result<Alert, CapError> {
+    shape_limits(xml)?;
     let doc = roxmltree::Document::parse(xml)
         .map_err(|e| err("alert", format!("not well-formed XML: {e}")))?;
     let root = doc.root_element();
@@ -484,5 +526,24 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             let _ = parse(&text, "loaxa");
         }
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn namespace_and_attribute_bombs_are_refused_at_once() {
+        let deep: String = (0..2000).map(|i| format!("<x xmlns:p{i}=\"u\">")).collect();
+        let bomb = format!(
+            "<alert xmlns=\"{NAMESPACE}\">{deep}{}</alert>",
+            "</x>".repeat(2000)
+        );
+        let started = std::time::Instant::now();
+        assert!(parse(&bomb, "loaxa").is_err());
+        let wide: String = (0..20_000).map(|i| format!(" a{i}=\"\"")).collect();
+        assert!(parse(&format!("<alert{wide} xmlns=\"{NAMESPACE}\"/>"), "loaxa").is_err());
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
     }
 }

@@ -283,7 +283,13 @@ where
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
-        Ok(value) => Ok(value),
+        // Nothing but whitespace may follow the value.
+        Ok(value) => match de.end() {
+            Ok(()) => Ok(value),
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+        },
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
@@ -327,5 +333,25 @@ mod tests {
             "endpoint.port"
         );
         assert_eq!(field_of("name", "invalid type: integer `7`"), "name");
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn junk_after_the_json_value_is_a_bad_request() {
+        for body in [&b"{\"a\":1} {"[..], b"{} garbage", b"1 2", b"[]]"] {
+            assert!(
+                matches!(
+                    parse_json::<serde_json::Value>(body),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_json::<serde_json::Value>(b" {\"a\": 1} \n").is_ok());
     }
 }
