@@ -858,6 +858,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_srtp_stream_counts_as_rolled_over_once_its_sequence_wraps() {
+        let key = crate::rtp::srtp::MasterKey::generate();
+        let mut link = Link {
+            session: RtpSession::with_initial(0, 1, 65_000, 0),
+            destination: Destination::Fixed(SocketAddr::from(([127, 0, 0, 1], 9))),
+            codec: Codec::Pcmu,
+            ptime_ms: 20,
+            next_report: Instant::now(),
+            last_deadline: None,
+            sending: false,
+            srtp: Some((key.clone(), crate::rtp::srtp::SrtpContext::new(&key))),
+            first_sequence: 65_000,
+        };
+        for _ in 0..535 {
+            link.session.next_header(160, 160, false);
+        }
+        assert!(
+            !link.rolled_over(),
+            "sequence 65535 is the last of rollover 0"
+        );
+        link.session.next_header(160, 160, false);
+        assert!(link.rolled_over());
+        // Plain RTP never needs a restart: nothing to decrypt.
+        link.srtp = None;
+        assert!(!link.rolled_over());
+    }
+
+    #[test]
     fn the_tick_grid_falls_on_wall_clock_multiples_of_the_tick() {
         let tick = Duration::from_millis(20);
         let clock = Clock::aligned(tick);
