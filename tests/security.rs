@@ -549,6 +549,78 @@ async fn failed_authentication_is_rate_limited_per_address() {
         "{statuses:?}"
     );
     assert_eq!(statuses.last(), Some(&429));
-    // Even the right token waits out the window from that address: no guessing race.
-    assert_eq!(app.get("/api/v1/areas").await.status(), 429);
+    // A valid token still passes from that address (users behind one carrier NAT are
+    // not locked out by someone guessing), and the guesser still waits.
+    assert_eq!(app.get("/api/v1/areas").await.status(), 200);
+    let r = app
+        .client
+        .get(app.url("/api/v1/areas"))
+        .bearer_auth("guessing-again-guessing-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
+fn cap_alert(identifier: &str, status: &str, area: &str) -> String {
+    let now = chrono::Utc::now();
+    let sent = now.format("%Y-%m-%dT%H:%M:%S+00:00");
+    let expires = (now + chrono::TimeDelta::hours(6)).format("%Y-%m-%dT%H:%M:%S+00:00");
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier><sender>canhbao@kttv.gov.vn</sender>
+  <sent>{sent}</sent><status>{status}</status><msgType>Alert</msgType><scope>Public</scope>
+  <info><category>Met</category><event>Bão số 9</event><urgency>Immediate</urgency>
+    <severity>Extreme</severity><certainty>Observed</certainty><expires>{expires}</expires>
+    <area><areaDesc>Xã</areaDesc><geocode><valueName>loaxa</valueName><value>{area}</value></geocode></area>
+  </info>
+</alert>"#
+    )
+}
+
+async fn post_cap(app: &TestApp, token: &str, xml: String) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/emergency"))
+        .bearer_auth(token)
+        .header("content-type", "application/cap+xml")
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_operator_cannot_pre_empt_another_feeds_cap_alert_or_act_outside_its_area() {
+    let (w, inside, outside) = world().await;
+    let operator = w
+        .tokens
+        .iter()
+        .find(|(r, _)| *r == OPERATOR)
+        .unwrap()
+        .1
+        .clone();
+    // Outside its area: refused before anything is stored or fetched.
+    let (status, _) = post_cap(
+        &w.app,
+        &operator,
+        cap_alert("KTTV-1", "Actual", outside.area),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A test alert with the official sender and its next identifier...
+    let (status, planted) =
+        post_cap(&w.app, &operator, cap_alert("KTTV-2", "Test", inside.area)).await;
+    assert_eq!(
+        (status, planted["status"].as_str()),
+        (202, Some("not_aired")),
+        "{planted}"
+    );
+    // ...does not stop the real one, pushed by the feed's own account, from airing.
+    let (status, real) = post_cap(&w.app, TOKEN, cap_alert("KTTV-2", "Actual", inside.area)).await;
+    assert_eq!(status, 202, "{real}");
+    assert_ne!(real["status"], "not_aired", "{real}");
+    assert_ne!(real["id"], planted["id"]);
 }

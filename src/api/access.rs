@@ -261,8 +261,15 @@ impl AuthLimiter {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&ip) {
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < AUTH_FAILURE_WINDOW);
-            if map.len() >= MAX_TRACKED_ADDRESSES {
-                return;
+            // Still full: the oldest window goes, so a flood of addresses cannot switch
+            // the limit off for the others.
+            if map.len() >= MAX_TRACKED_ADDRESSES
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(ip, _)| *ip)
+            {
+                map.remove(&oldest);
             }
         }
         let entry = map.entry(ip).or_insert((now, 0));
@@ -284,21 +291,20 @@ fn client_ip(req: &Request) -> Option<IpAddr> {
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let ip = client_ip(&req);
     let now = Instant::now();
-    if let Some(ip) = ip
-        && let Err(wait) = state.auth_limiter.check(ip, now)
-    {
-        return ApiError::TooManyRequests(wait).into_response();
-    }
+    // A valid token always passes: the limit slows guessing, it must not lock out the
+    // users and agents who share an address (carrier NAT) with someone who guesses.
     let principal = match resolve(&state, presented_token(req.headers())).await {
         Ok(p) => p,
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized)
-                && let Some(ip) = ip
-            {
+        Err(ApiError::Unauthorized) => {
+            if let Some(ip) = ip {
+                if let Err(wait) = state.auth_limiter.check(ip, now) {
+                    return ApiError::TooManyRequests(wait).into_response();
+                }
                 state.auth_limiter.failed(ip, now);
             }
-            return e.into_response();
+            return ApiError::Unauthorized.into_response();
         }
+        Err(e) => return e.into_response(),
     };
     let template = req
         .extensions()
@@ -341,7 +347,9 @@ async fn resolve(state: &AppState, token: Option<&str>) -> Result<Principal, Api
     }
     let role = Role::parse(&user.role).ok_or(ApiError::Unauthorized)?;
     let scope = match (&user.area_code, role) {
-        (_, Role::Admin) | (None, _) => Scope::Global,
+        (_, Role::Admin) => Scope::Global,
+        // A scoped role without an area acts nowhere (fail closed).
+        (None, _) => return Err(ApiError::Unauthorized),
         (Some(root), _) => Scope::Subtree {
             root: root.clone(),
             areas: state
@@ -368,11 +376,17 @@ pub fn expired(expires_at: Option<&str>) -> bool {
     })
 }
 
-/// Records a failed authentication by a route that checks its own tokens (heartbeats).
-pub fn note_failure(state: &AppState, ip: Option<IpAddr>) {
+/// Records a failed authentication by a route that checks its own tokens (heartbeats)
+/// and returns what to answer: 401, or 429 once the address is over its limit.
+pub fn note_failure(state: &AppState, ip: Option<IpAddr>) -> ApiError {
+    let now = Instant::now();
     if let Some(ip) = ip {
-        state.auth_limiter.failed(ip, Instant::now());
+        if let Err(wait) = state.auth_limiter.check(ip, now) {
+            return ApiError::TooManyRequests(wait);
+        }
+        state.auth_limiter.failed(ip, now);
     }
+    ApiError::Unauthorized
 }
 
 /// 403 unless every area `targets` names, and the area of every existing cluster it
@@ -389,7 +403,12 @@ pub async fn require_targets(
     for id in &targets.clusters {
         match state.store.cluster(id).await {
             Ok(c) => principal.require_area(&c.area_code)?,
-            Err(StoreError::NotFound) => {}
+            // A cluster that is gone cannot be placed in the scope: fail closed.
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::Forbidden(format!(
+                    "cluster `{id}` is not in your scope"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -406,6 +425,12 @@ pub async fn require_broadcast(
         return Ok(());
     }
     let runs = state.store.broadcast_clusters(id).await?;
+    // Nothing to place it by (an airing recorded with no cluster): the admin's alone.
+    if runs.is_empty() {
+        return Err(ApiError::Forbidden(
+            "this broadcast reached no cluster: only an admin may see it".into(),
+        ));
+    }
     principal.require_areas(runs.iter().map(|r| r.area_code.as_str()))
 }
 

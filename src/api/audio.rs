@@ -411,6 +411,11 @@ async fn delete_audio(
         StoreError::NotFound => ApiError::not_found("audio", &id),
         other => other.into(),
     })?;
+    if id == state.config.emergency.fallback_audio_id {
+        return Err(ApiError::Conflict(format!(
+            "audio `{id}` is the emergency fallback (emergency.fallback_audio_id)"
+        )));
+    }
     if state.store.audio_in_use(&id).await? {
         return Err(ApiError::Conflict(format!(
             "audio `{id}` is part of a campaign or of a broadcast that is queued or airing"

@@ -440,6 +440,13 @@ async fn list_broadcasts(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
+        // A scoped caller sees only broadcasts wholly in its scope (as GET of one).
+        if require_broadcast(&state, &principal, &row.id)
+            .await
+            .is_err()
+        {
+            continue;
+        }
         out.push(view(&state, row).await?);
     }
     Ok(Json(out))

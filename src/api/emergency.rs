@@ -241,7 +241,7 @@ async fn from_json(
 /// Who pushed an emergency.
 enum Source<'a> {
     User(&'a Principal),
-    Cap(&'a Alert),
+    Cap(&'a Alert, &'a Principal),
 }
 
 fn cap_status(s: Status) -> &'static str {
@@ -271,8 +271,14 @@ fn cap_problem(e: cap::CapError) -> ApiError {
     }
 }
 
-fn cap_row(alert: &Alert, outcome: &str, broadcast_id: Option<String>) -> CapAlertRow {
+fn cap_row(
+    alert: &Alert,
+    received_by: &Principal,
+    outcome: &str,
+    broadcast_id: Option<String>,
+) -> CapAlertRow {
     CapAlertRow {
+        received_by: received_by.id.clone(),
         id: broadcast_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -303,7 +309,7 @@ async fn from_cap(
     // The same alert twice (a retry, a second feed): the same answer, no second airing.
     if let Some(seen) = state
         .store
-        .cap_alert(&alert.sender, &alert.identifier)
+        .cap_alert(&principal.id, &alert.sender, &alert.identifier)
         .await?
     {
         return Ok(EmergencyAccepted {
@@ -322,7 +328,7 @@ async fn from_cap(
         ));
     }
     if alert.status != Status::Actual {
-        let row = cap_row(&alert, "not_aired", None);
+        let row = cap_row(&alert, principal, "not_aired", None);
         let detail = format!(
             "{} alert: accepted and logged, not aired",
             cap_status(alert.status)
@@ -349,7 +355,7 @@ async fn from_cap(
     }
     match alert.msg_type {
         MsgType::Ack | MsgType::Error => {
-            let row = cap_row(&alert, "not_aired", None);
+            let row = cap_row(&alert, principal, "not_aired", None);
             state
                 .store
                 .insert_cap_alert(
@@ -374,7 +380,7 @@ async fn from_cap(
         }
         MsgType::Cancel => {
             let cancelled = cancel_references(state, principal, &alert, &actor).await?;
-            let row = cap_row(&alert, "cancelled", None);
+            let row = cap_row(&alert, principal, "cancelled", None);
             state
                 .store
                 .insert_cap_alert(
@@ -425,6 +431,8 @@ async fn from_cap(
             format!("none of its areas is ours ({})", notes.join("; ")),
         ));
     }
+    // Before anything acts: no audio fetched, nothing cancelled, outside the scope.
+    principal.require_areas(areas.iter().map(String::as_str))?;
     let mut errors = Vec::new();
     let clusters = clusters_below(state, &areas, "alert/info/area/geocode", &mut errors).await?;
     if errors.is_empty() && clusters.is_empty() {
@@ -458,8 +466,7 @@ async fn from_cap(
             clusters: Vec::new(),
         },
     };
-    principal.require_areas(plan.targets.areas.iter().map(String::as_str))?;
-    let id = start(state, plan, Source::Cap(&alert)).await?;
+    let id = start(state, plan, Source::Cap(&alert, principal)).await?;
     let event = alert.infos.first().map(|i| i.event.clone());
     Ok(EmergencyAccepted {
         id,
@@ -488,7 +495,11 @@ async fn cancel_references(
         if r.sender != alert.sender {
             continue;
         }
-        let Some(seen) = state.store.cap_alert(&r.sender, &r.identifier).await? else {
+        let Some(seen) = state
+            .store
+            .cap_alert(&principal.id, &r.sender, &r.identifier)
+            .await?
+        else {
             continue;
         };
         if let Some(broadcast) = seen.broadcast_id
@@ -663,14 +674,14 @@ async fn start(state: &AppState, plan: Plan, source: Source<'_>) -> Result<Strin
         .collect();
     let (actor, source_name, cap) = match &source {
         Source::User(principal) => (principal.actor(), "user", None),
-        Source::Cap(alert) => (
+        Source::Cap(alert, principal) => (
             format!("cap:{}", alert.sender),
             "cap",
-            Some(cap_row(alert, "aired", Some(id.clone()))),
+            Some(cap_row(alert, principal, "aired", Some(id.clone()))),
         ),
     };
     let event = match &source {
-        Source::Cap(alert) => alert.infos.first().map(|i| i.event.clone()),
+        Source::Cap(alert, _) => alert.infos.first().map(|i| i.event.clone()),
         Source::User(_) => None,
     };
     let emergency = EmergencyRow {

@@ -26,6 +26,8 @@ pub struct EmergencyRow {
 #[derive(Debug, Clone, FromRow, PartialEq)]
 pub struct CapAlertRow {
     pub id: String,
+    /// Who pushed it: a user id, or `admin`.
+    pub received_by: String,
     pub sender: String,
     pub identifier: String,
     pub sent: String,
@@ -109,19 +111,21 @@ impl Store {
         .await?)
     }
 
-    /// A CAP alert already received from `sender` with `identifier`.
+    /// A CAP alert `received_by` already pushed from `sender` with `identifier`.
     pub async fn cap_alert(
         &self,
+        received_by: &str,
         sender: &str,
         identifier: &str,
     ) -> Result<Option<CapAlertRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM cap_alerts WHERE sender = ? AND identifier = ?")
-                .bind(sender)
-                .bind(identifier)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT * FROM cap_alerts WHERE received_by = ? AND sender = ? AND identifier = ?",
         )
+        .bind(received_by)
+        .bind(sender)
+        .bind(identifier)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Records a CAP alert that does not air (a test, a cancel...) with its audit entry.
@@ -222,11 +226,12 @@ async fn insert_cap(
     cap: &CapAlertRow,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO cap_alerts (id, sender, identifier, sent, status, msg_type, received_at,
-                                 outcome, broadcast_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO cap_alerts (id, received_by, sender, identifier, sent, status, msg_type,
+                                 received_at, outcome, broadcast_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&cap.id)
+    .bind(&cap.received_by)
     .bind(&cap.sender)
     .bind(&cap.identifier)
     .bind(&cap.sent)
