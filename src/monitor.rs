@@ -95,6 +95,8 @@ pub struct Monitor {
     /// Transitions caused by heartbeats, for the task to store and announce.
     pending: Mutex<Vec<Transition>>,
     wake: Notify,
+    /// Every stored transition, for live views (`GET /api/v1/health/events`).
+    events: tokio::sync::broadcast::Sender<WebhookEvent>,
 }
 
 impl Monitor {
@@ -109,6 +111,7 @@ impl Monitor {
             tones: Mutex::default(),
             pending: Mutex::default(),
             wake: Notify::new(),
+            events: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -194,6 +197,11 @@ impl Monitor {
         lock(&self.agents).get(cluster).cloned()
     }
 
+    /// Transitions as they are stored, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<WebhookEvent> {
+        self.events.subscribe()
+    }
+
     /// Clusters by status, for `/metrics`.
     pub fn counts(&self) -> [(Status, u64); 4] {
         let model = self.model();
@@ -243,7 +251,7 @@ pub async fn run(state: AppState) {
             transitions.extend(model.evaluate(now));
         }
         if !transitions.is_empty()
-            && let Err(e) = record(&state.store, &transitions, &hooks).await
+            && let Err(e) = record(&state.store, &transitions, &hooks, &monitor.events).await
         {
             // Kept for the next round: a transition is announced only once it is stored.
             tracing::error!(error = %e, "cannot store health transitions; retrying");
@@ -354,6 +362,7 @@ async fn record(
     store: &Store,
     transitions: &[Transition],
     hooks: &mpsc::UnboundedSender<WebhookEvent>,
+    live: &tokio::sync::broadcast::Sender<WebhookEvent>,
 ) -> Result<(), crate::store::StoreError> {
     let mut rows = Vec::with_capacity(transitions.len());
     for t in transitions {
@@ -379,7 +388,7 @@ async fn record(
     let seqs = store.insert_transitions(&new).await?;
     for ((t, name, area, at), seq) in rows.into_iter().zip(seqs) {
         tracing::info!(cluster = %t.cluster, from = %t.from, to = %t.to, cause = %t.cause, "cluster health");
-        let _ = hooks.send(WebhookEvent {
+        let event = WebhookEvent {
             event: "cluster.health",
             seq,
             cluster_id: t.cluster.clone(),
@@ -389,7 +398,10 @@ async fn record(
             to: t.to,
             at,
             cause: t.cause.clone(),
-        });
+        };
+        // No live viewer is not an error.
+        let _ = live.send(event.clone());
+        let _ = hooks.send(event);
     }
     Ok(())
 }

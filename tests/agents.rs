@@ -613,3 +613,47 @@ async fn the_agent_decrypts_srtp_and_drops_packets_injected_without_the_key() {
     let r = best_correlation(&envelope(&played, 160), &envelope(&reference, 160), 10);
     assert!(r > 0.9, "envelope correlation {r:.3}");
 }
+
+#[tokio::test]
+async fn health_transitions_stream_live_to_the_dashboard() {
+    let app = spawn_app_with_config(&config(None)).await;
+    app.create_area("xa", None).await;
+    let mut events = app
+        .client
+        .get(app.url("/api/v1/health/events"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let cluster = create(
+        &app,
+        json!({"mode": "unicast", "address": free_pair().to_string()}),
+    )
+    .await;
+    let id = cluster["id"].as_str().unwrap();
+    let _agent = start_agent(&app, &cluster, "null");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !(seen.contains("event: transition")
+        && seen.contains(id)
+        && seen.contains("\"to\":\"online\""))
+    {
+        assert!(Instant::now() < deadline, "no transition streamed: {seen}");
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), events.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    // The page the stream feeds is served by the daemon itself, in Vietnamese first.
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}

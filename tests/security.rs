@@ -130,6 +130,13 @@ const TABLE: &[(&str, &str, &[&str], bool)] = &[
     ("GET", "/api/v1/users", &[], false),
     ("DELETE", "/api/v1/users/{id}", &[], false),
     ("GET", "/metrics", &[TECHNICIAN], false),
+    ("GET", "/api/v1/me", &[OPERATOR, OFFICER, TECHNICIAN], false),
+    (
+        "GET",
+        "/api/v1/health/events",
+        &[OPERATOR, OFFICER, TECHNICIAN],
+        false,
+    ),
 ];
 
 /// The area tree: a district with two communes in scope of the district's operator,
@@ -399,6 +406,9 @@ async fn every_route_with_every_role_in_and_out_of_scope() {
         }
     }
     let unauthenticated = [
+        "/",
+        "/assets/app.js",
+        "/assets/style.css",
         "/healthz",
         "/readyz",
         "/api/v1/openapi.json",

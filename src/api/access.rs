@@ -107,6 +107,8 @@ pub const POLICY: &[(&str, &str, &[Role])] = &[
     ("POST", "/api/v1/emergency/{id}/cancel", &[A, OP]),
     ("GET", "/api/v1/reports/airtime", &[A, OP, OF]),
     ("GET", "/metrics", &[A, T]),
+    ("GET", "/api/v1/me", &[A, OP, OF, T]),
+    ("GET", "/api/v1/health/events", &[A, OP, OF, T]),
 ];
 
 /// The roles allowed on `method` `template` (the admin alone when it is not listed).

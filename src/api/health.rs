@@ -73,6 +73,8 @@ pub struct HealthView {
     jitter_ms: Option<f64>,
     /// Datagrams to this cluster refused by the network stack since the daemon started.
     send_errors: u64,
+    /// The volume configured for the cluster (its agent applies it), 0-100.
+    volume: u8,
     /// What the cluster's agent said in its latest heartbeat.
     agent: Option<AgentReport>,
 }
@@ -81,6 +83,7 @@ fn view(state: &AppState, row: ClusterRow) -> HealthView {
     let health = state.monitor.health(&row.id);
     let agent = state.monitor.agent(&row.id).map(|a| a.report);
     let round = |v: f64| (v * 100.0).round() / 100.0;
+    let volume = row.volume.clamp(0, 100) as u8;
     match health {
         Some(h) => {
             let ClusterHealth {
@@ -106,6 +109,7 @@ fn view(state: &AppState, row: ClusterRow) -> HealthView {
                 loss_pct: loss_pct.map(round),
                 jitter_ms: jitter_ms.map(round),
                 send_errors,
+                volume,
                 agent,
             }
         }
@@ -121,6 +125,7 @@ fn view(state: &AppState, row: ClusterRow) -> HealthView {
             loss_pct: None,
             jitter_ms: None,
             send_errors: 0,
+            volume,
             agent,
         },
     }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod broadcasts;
 pub mod campaigns;
 pub mod clusters;
+pub mod dashboard;
 pub mod emergency;
 pub mod health;
 pub mod metrics;
@@ -120,6 +121,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(reports::router())
         .merge(audit::router())
         .merge(health::router())
+        .merge(dashboard::api_router())
         .merge(users::router())
         .merge(metrics::router())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
@@ -133,6 +135,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let agents = health::agent_router().layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(system::router())
+        .merge(dashboard::router())
         .merge(agents)
         .merge(protected)
 }
