@@ -6,6 +6,7 @@
 //! cluster is SRTP, every datagram is authenticated and decrypted before anything else
 //! looks at it; what does not verify is dropped and counted.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -708,21 +709,10 @@ impl Agent {
             self.on_rtcp(datagram);
             return;
         }
-        let plain = match &mut self.protection {
-            Protection::Plain => None,
-            Protection::Srtp(streams) => match streams.unprotect_rtp(datagram) {
-                Ok(plain) => Some(plain),
-                Err(e) => {
-                    self.unauthenticated(&e);
-                    return;
-                }
-            },
-            Protection::Unusable => {
-                self.unauthenticated(&SrtpError::AuthFailed);
-                return;
-            }
+        let Some(datagram) = self.in_clear(datagram, false) else {
+            return;
         };
-        let datagram = plain.as_deref().unwrap_or(datagram);
+        let datagram = &*datagram;
         // Only an authenticated sender may become where receiver reports go.
         self.source_ip = Some(from);
         let Some(packet) = parse_rtp(datagram) else {
@@ -785,21 +775,27 @@ impl Agent {
     /// playout (a stream ends when its packets stop), so they are only authenticated (SRTCP)
     /// and checked for form.
     fn on_rtcp(&mut self, datagram: &[u8]) {
-        let plain = match &mut self.protection {
-            Protection::Plain => None,
-            Protection::Srtp(streams) => match streams.unprotect_rtcp(datagram) {
-                Ok(plain) => Some(plain),
-                Err(e) => {
-                    self.unauthenticated(&e);
-                    return;
-                }
-            },
-            Protection::Unusable => {
-                self.unauthenticated(&SrtpError::AuthFailed);
-                return;
-            }
+        if let Some(clear) = self.in_clear(datagram, true) {
+            let _ = rtcp::parse_reports(&clear);
+        }
+    }
+
+    /// `datagram` (RTP, or RTCP when `rtcp`) in the clear: as it came without SRTP,
+    /// decrypted with it, or `None` when it does not authenticate (dropped and counted).
+    fn in_clear<'a>(&mut self, datagram: &'a [u8], rtcp: bool) -> Option<Cow<'a, [u8]>> {
+        let result = match &mut self.protection {
+            Protection::Plain => return Some(Cow::Borrowed(datagram)),
+            Protection::Srtp(streams) if rtcp => streams.unprotect_rtcp(datagram),
+            Protection::Srtp(streams) => streams.unprotect_rtp(datagram),
+            Protection::Unusable => Err(SrtpError::AuthFailed),
         };
-        let _ = rtcp::parse_reports(plain.as_deref().unwrap_or(datagram));
+        match result {
+            Ok(plain) => Some(Cow::Owned(plain)),
+            Err(e) => {
+                self.unauthenticated(&e);
+                None
+            }
+        }
     }
 
     /// Counts a datagram dropped by SRTP; says so once per key, as a flood of forgeries

@@ -316,7 +316,8 @@ async fn list_clusters(
         .map(Json)
 }
 
-async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
+/// The cluster `id`, or a 404 naming it.
+pub(crate) async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
     state.store.cluster(id).await.map_err(|e| match e {
         StoreError::NotFound => ApiError::not_found("cluster", id),
         other => other.into(),

@@ -15,6 +15,7 @@ use super::AppState;
 use super::access::{Principal, Role, expired, note_failure};
 use super::auth::{hash_token, presented_token, same};
 use super::broadcasts::parse_time;
+use super::clusters::find;
 use super::problem::{ApiError, Problem, Query, parse_json};
 use crate::codec::Codec;
 use crate::fleet::EndpointSpec;
@@ -129,13 +130,6 @@ fn view(state: &AppState, row: ClusterRow) -> HealthView {
             agent,
         },
     }
-}
-
-async fn find(state: &AppState, id: &str) -> Result<ClusterRow, ApiError> {
-    state.store.cluster(id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("cluster", id),
-        other => other.into(),
-    })
 }
 
 /// A cluster's health: `online`, `degraded` (loss, jitter or send errors over the
