@@ -13,7 +13,7 @@ pub mod resample;
 pub use decode::{DecodeError, DecodeLimits, decode, decode_file};
 pub use loudness::{Loudness, measure};
 pub use normalise::{LoudnessTarget, normalise, normalise_measured};
-pub use resample::{ResampleError, resample};
+pub use resample::{ResampleError, StreamResampler, resample};
 
 /// Audio decoded from an upload, mixed down to mono, still at its original rate.
 #[derive(Debug, Clone)]
