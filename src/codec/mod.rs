@@ -1,6 +1,7 @@
 //! Codecs a cluster can receive: turn a mono clip at the codec's rate into RTP payload
-//! frames, once, so that sending is only header stamping; decode them back for receivers and
-//! tests; say what the SDP must carry. Pure: no I/O, no clock, no async.
+//! frames, once, so that sending is only header stamping, or a live stream frame by frame as
+//! it arrives ([`StreamEncoder`]); decode them back for receivers and tests; say what the SDP
+//! must carry. Pure: no I/O, no clock, no async.
 //!
 //! | codec | PT | sample rate | RTP clock | 20 ms payload |
 //! |---|---|---|---|---|
@@ -342,6 +343,17 @@ impl Codec {
         })
     }
 
+    /// An encoder for a live stream of this codec in `ptime_ms` frames: feed it mono samples at
+    /// [`Codec::sample_rate`] as they come and it gives one payload per complete frame, each
+    /// continuing the last. See [`StreamEncoder`].
+    pub fn stream_encoder(
+        self,
+        ptime_ms: u32,
+        settings: &CodecSettings,
+    ) -> Result<StreamEncoder, CodecError> {
+        StreamEncoder::new(self, ptime_ms, settings)
+    }
+
     /// The SDP attribute lines for this codec, without the `a=` prefix and without line ends:
     /// `rtpmap`, `fmtp` where the codec has parameters, and `ptime`. For Opus,
     /// `maxaveragebitrate` is written only when `settings` is given, so an SDP rendered
@@ -413,6 +425,179 @@ fn encode_opus(
         out.push(encoder.encode_frame(&frame)?);
     }
     Ok(out)
+}
+
+/// Encodes a live stream into RTP payloads as its audio arrives: mono samples in [-1, 1] at
+/// the codec's [`Codec::sample_rate`], in pieces of any size, one payload out per complete
+/// frame of `ptime_ms`. A piece that does not complete a frame waits for the next.
+///
+/// The G.722 and Opus encoder state runs on from frame to frame, so the stream decodes as one
+/// continuous signal, and the frames are byte for byte the ones [`Codec::encode`] gives for the
+/// same audio as a clip, however it was cut into pieces. Samples are converted as
+/// [`Codec::encode`] converts them: out-of-range samples saturate and NaN is silence.
+///
+/// The encoder adds no latency beyond waiting for a frame to fill: a frame is out the moment
+/// its last sample is pushed. The codec's own delay (22 samples, 1.4 ms, for G.722; 312
+/// samples, 6.5 ms, for Opus) is in the decoded audio, not in when packets leave.
+pub struct StreamEncoder {
+    codec: Codec,
+    ptime_ms: u32,
+    settings: CodecSettings,
+    /// Samples of the frame being filled; its length is the frame's.
+    frame: Vec<f32>,
+    filled: usize,
+    /// Samples pushed since the stream began, for `finish` to flush the codec delay as
+    /// [`Codec::encode`] does.
+    pushed: u64,
+    /// Whole 16-bit frame, reused so that a frame costs one allocation: its payload.
+    pcm: Vec<i16>,
+    state: StreamState,
+}
+
+/// What a codec carries from one frame to the next. Boxed: the encoders are hundreds of
+/// bytes, made once per stream.
+enum StreamState {
+    Stateless,
+    G722(Box<g722::Encoder>),
+    Opus(Box<opus::Encoder>),
+}
+
+impl StreamEncoder {
+    fn new(codec: Codec, ptime_ms: u32, settings: &CodecSettings) -> Result<Self, CodecError> {
+        codec.check(ptime_ms, settings)?;
+        let per_frame = codec.samples_per_frame(ptime_ms);
+        let state = StreamState::new(codec, per_frame, settings)?;
+        Ok(StreamEncoder {
+            codec,
+            ptime_ms,
+            settings: *settings,
+            frame: vec![0.0; per_frame],
+            filled: 0,
+            pushed: 0,
+            pcm: Vec::with_capacity(per_frame),
+            state,
+        })
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn ptime_ms(&self) -> u32 {
+        self.ptime_ms
+    }
+
+    /// Samples still waiting for their frame to fill.
+    pub fn pending_samples(&self) -> usize {
+        self.filled
+    }
+
+    /// Takes the next `samples` of the stream and appends a payload to `out` for every frame
+    /// they complete.
+    ///
+    /// On an error (only Opus can fail) the frame being encoded is lost, `out` keeps the
+    /// frames completed before it, and the Opus encoder starts afresh: its state after a
+    /// failure cannot be trusted, and a glitch is better than a stream that stops.
+    pub fn push(&mut self, mut samples: &[f32], out: &mut Vec<Bytes>) -> Result<(), CodecError> {
+        while !samples.is_empty() {
+            let n = (self.frame.len() - self.filled).min(samples.len());
+            self.frame[self.filled..self.filled + n].copy_from_slice(&samples[..n]);
+            self.filled += n;
+            self.pushed += n as u64;
+            samples = &samples[n..];
+            if self.filled == self.frame.len() {
+                self.filled = 0;
+                out.push(self.encode_frame()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream as [`Codec::encode`] ends a clip: the last frame padded with silence,
+    /// and for G.722 and Opus enough silence after it to flush the codec's delay, which can
+    /// add a frame. The payloads of the whole stream are then exactly those of
+    /// [`Codec::encode`] on its audio.
+    pub fn finish(mut self, out: &mut Vec<Bytes>) -> Result<(), CodecError> {
+        if self.pushed == 0 {
+            return Ok(());
+        }
+        let per_frame = self.frame.len() as u64;
+        let tail = match self.codec {
+            Codec::G722 => G722_DELAY_SAMPLES,
+            Codec::Opus => opus::LOOKAHEAD_SAMPLES,
+            _ => 0,
+        } as u64;
+        let frames = (self.pushed + tail).div_ceil(per_frame);
+        let done = self.pushed / per_frame;
+        let silence = vec![0.0; self.frame.len()];
+        for _ in done..frames {
+            let missing = self.frame.len() - self.filled;
+            self.push(&silence[..missing], out)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `self.frame`, which is full.
+    fn encode_frame(&mut self) -> Result<Bytes, CodecError> {
+        self.pcm.clear();
+        if !matches!(self.state, StreamState::Opus(_)) {
+            self.pcm.extend(self.frame.iter().map(|&s| to_i16(s)));
+        }
+        let wire: Vec<u8> = match &mut self.state {
+            StreamState::Stateless => match self.codec {
+                Codec::Pcmu => self.pcm.iter().map(|&s| g711::ulaw_encode(s)).collect(),
+                Codec::Pcma => self.pcm.iter().map(|&s| g711::alaw_encode(s)).collect(),
+                _ => {
+                    let mut wire = Vec::with_capacity(self.pcm.len() * 2);
+                    l16::encode(&self.pcm, &mut wire);
+                    wire
+                }
+            },
+            StreamState::G722(encoder) => {
+                let mut wire = Vec::with_capacity(self.pcm.len() / 2);
+                encoder.encode(&self.pcm, &mut wire);
+                wire
+            }
+            StreamState::Opus(encoder) => {
+                for s in &mut self.frame {
+                    *s = sanitize(*s);
+                }
+                return match encoder.encode_frame(&self.frame) {
+                    Ok(packet) => Ok(packet),
+                    Err(e) => {
+                        self.state =
+                            StreamState::new(self.codec, self.frame.len(), &self.settings)?;
+                        Err(e)
+                    }
+                };
+            }
+        };
+        Ok(Bytes::from(wire))
+    }
+}
+
+impl StreamState {
+    fn new(codec: Codec, per_frame: usize, settings: &CodecSettings) -> Result<Self, CodecError> {
+        Ok(match codec {
+            Codec::Pcmu | Codec::Pcma | Codec::L16 => StreamState::Stateless,
+            Codec::G722 => StreamState::G722(Box::default()),
+            Codec::Opus => StreamState::Opus(Box::new(opus::Encoder::new(
+                settings.opus_bitrate_bps,
+                per_frame,
+            )?)),
+        })
+    }
+}
+
+// By hand: the derived form would print the frame buffer, and the Opus encoder has no Debug.
+impl fmt::Debug for StreamEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamEncoder")
+            .field("codec", &self.codec)
+            .field("ptime_ms", &self.ptime_ms)
+            .field("pending_samples", &self.filled)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Splits a stream of equal-sized payloads into `frames` views of one allocation.
@@ -864,6 +1049,159 @@ mod tests {
                 "ptime:60"
             ]
         );
+    }
+
+    /// A 2 s clip with something for every codec to work on: a chirp over a tone, with a
+    /// syllable-rate envelope and a few samples out of range.
+    fn speechy_clip(codec: Codec) -> Vec<f32> {
+        let rate = codec.sample_rate() as f32;
+        (0..(2.0 * rate) as usize)
+            .map(|i| {
+                let t = i as f32 / rate;
+                let envelope = 0.2 + (t * 3.0 * std::f32::consts::TAU).sin().abs();
+                let chirp = (std::f32::consts::TAU * (200.0 + 900.0 * t) * t).sin();
+                let tone = (std::f32::consts::TAU * 1250.0 * t).sin();
+                envelope * (0.5 * chirp + 0.3 * tone) * if i % 4000 == 7 { 3.0 } else { 1.0 }
+            })
+            .collect()
+    }
+
+    /// Piece sizes from 1 up, mostly under a frame, some many frames long, from a fixed seed.
+    fn random_pieces(seed: u32) -> impl FnMut() -> usize {
+        let mut state = seed.max(1);
+        move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let limit = [1, 7, 333, 1_000, 20_000][state as usize % 5];
+            (state as usize / 5) % limit + 1
+        }
+    }
+
+    fn stream_encode(
+        codec: Codec,
+        input: &[f32],
+        ptime: u32,
+        mut piece: impl FnMut() -> usize,
+    ) -> (Vec<Bytes>, Vec<Bytes>) {
+        let mut encoder = codec.stream_encoder(ptime, &DEFAULT).unwrap();
+        let mut frames = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let n = piece().min(rest.len());
+            encoder.push(&rest[..n], &mut frames).unwrap();
+            rest = &rest[n..];
+        }
+        let complete = frames.clone();
+        encoder.finish(&mut frames).unwrap();
+        (complete, frames)
+    }
+
+    #[test]
+    fn a_stream_cut_into_random_pieces_gives_the_frames_of_the_whole_clip() {
+        for codec in Codec::ALL {
+            let input = speechy_clip(codec);
+            for ptime in [10, 20, 60] {
+                let clip = codec.encode(&input, ptime, &DEFAULT).unwrap();
+                for seed in [1, 99] {
+                    let (complete, finished) =
+                        stream_encode(codec, &input, ptime, random_pieces(seed));
+                    // Every complete frame as soon as it is complete; only the padded last
+                    // frame and the delay flush wait for `finish`.
+                    assert_eq!(
+                        complete.len(),
+                        input.len() / codec.samples_per_frame(ptime),
+                        "{codec} {ptime}"
+                    );
+                    assert!(
+                        complete == clip[..complete.len()],
+                        "{codec} {ptime} seed {seed}"
+                    );
+                    assert!(finished == clip, "{codec} {ptime} seed {seed}, finished");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_encoder_keeps_a_partial_frame_for_the_next_push() {
+        for codec in Codec::ALL {
+            let per_frame = codec.samples_per_frame(20);
+            let input = tone(codec, 1000.0, 0.1);
+            let mut encoder = codec.stream_encoder(20, &DEFAULT).unwrap();
+            assert_eq!((encoder.codec(), encoder.ptime_ms()), (codec, 20));
+            let mut frames = Vec::new();
+            encoder.push(&input[..per_frame - 1], &mut frames).unwrap();
+            assert!(frames.is_empty(), "{codec}");
+            assert_eq!(encoder.pending_samples(), per_frame - 1);
+            encoder
+                .push(&input[per_frame - 1..per_frame + 1], &mut frames)
+                .unwrap();
+            assert_eq!(frames.len(), 1, "{codec}");
+            assert_eq!(encoder.pending_samples(), 1);
+            assert_eq!(frames[0], codec.encode(&input, 20, &DEFAULT).unwrap()[0]);
+        }
+    }
+
+    #[test]
+    fn a_stream_encoder_converts_samples_as_encode_does() {
+        let wild = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.0,
+            -3.0,
+            0.0,
+            0.25,
+        ];
+        for codec in Codec::ALL {
+            let input: Vec<f32> = wild.iter().copied().cycle().take(9_600).collect();
+            let (_, finished) = stream_encode(codec, &input, 20, random_pieces(5));
+            assert!(
+                finished == codec.encode(&input, 20, &DEFAULT).unwrap(),
+                "{codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_stream_finishes_with_no_frames() {
+        for codec in Codec::ALL {
+            let mut frames = Vec::new();
+            let encoder = codec.stream_encoder(20, &DEFAULT).unwrap();
+            encoder.finish(&mut frames).unwrap();
+            assert!(frames.is_empty(), "{codec}");
+        }
+    }
+
+    #[test]
+    fn a_stream_encoder_refuses_what_encode_refuses() {
+        assert_eq!(
+            Codec::Opus.stream_encoder(30, &DEFAULT).err(),
+            Some(CodecError::UnsupportedPtime {
+                codec: Codec::Opus,
+                ptime_ms: 30
+            })
+        );
+        let too_slow = CodecSettings {
+            opus_bitrate_bps: 5_999,
+        };
+        assert_eq!(
+            Codec::Opus.stream_encoder(20, &too_slow).err(),
+            Some(CodecError::OpusBitrateOutOfRange(5_999))
+        );
+        for codec in Codec::ALL {
+            assert!(codec.stream_encoder(0, &DEFAULT).is_err());
+            assert!(codec.stream_encoder(u32::MAX, &DEFAULT).is_err());
+        }
+    }
+
+    #[test]
+    fn stream_encoders_can_move_to_another_thread() {
+        fn is_send<T: Send>(_: &T) {}
+        for codec in Codec::ALL {
+            is_send(&codec.stream_encoder(20, &DEFAULT).unwrap());
+        }
     }
 
     #[test]
