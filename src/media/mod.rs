@@ -6,11 +6,13 @@
 pub mod decode;
 #[cfg(test)]
 mod fuzz;
+pub mod level;
 pub mod loudness;
 pub mod normalise;
 pub mod resample;
 
 pub use decode::{DecodeError, DecodeLimits, decode, decode_file};
+pub use level::{Leveller, SilenceDetector};
 pub use loudness::{Loudness, measure};
 pub use normalise::{LoudnessTarget, normalise, normalise_measured};
 pub use resample::{ResampleError, StreamResampler, resample};
