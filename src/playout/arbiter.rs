@@ -8,6 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::live::{LiveCursor, LiveFeed, LivePoll};
+
 /// How urgent a source is; a higher one cuts in over a lower one on the next tick.
 #[derive(
     Debug,
@@ -70,12 +72,21 @@ impl Interruption {
     }
 }
 
-/// Something to air on one cluster: ready-made payload frames, one per packet.
+/// The payload frames of a programme, one per packet.
+#[derive(Debug, Clone)]
+pub enum Frames {
+    /// A clip's, all ready before the first is sent.
+    Clip(Arc<[Bytes]>),
+    /// A relayed stream's, arriving while it airs; it ends when its feed is closed.
+    Live(Arc<LiveFeed>),
+}
+
+/// Something to air on one cluster.
 #[derive(Debug, Clone)]
 pub struct Programme {
     pub broadcast: BroadcastKey,
     pub priority: Priority,
-    pub frames: Arc<[Bytes]>,
+    pub frames: Frames,
     pub on_interrupt: Interruption,
 }
 
@@ -138,6 +149,11 @@ struct Entry {
     sent: u64,
     /// Arrival order, so equal priorities queue first come, first served.
     order: u64,
+    /// Where a live programme is read (unused for a clip).
+    live: LiveCursor,
+    /// A live programme's stream paused (nothing arrived): the next frame starts a new
+    /// talkspurt.
+    gap: bool,
 }
 
 #[derive(Debug)]
@@ -205,6 +221,8 @@ impl Arbiter {
                 policy,
                 at_frame: head.position,
             });
+            // Live programmes go on while cut off: they rejoin where the stream is now.
+            head.live.rejoin();
             match policy {
                 Interruption::Restart => head.position = 0,
                 Interruption::Resume => {}
@@ -231,6 +249,8 @@ impl Arbiter {
                 position: 0,
                 sent: 0,
                 order,
+                live: LiveCursor::default(),
+                gap: false,
             },
         );
         debug_assert!(state.queue.windows(2).all(|w| {
@@ -324,8 +344,28 @@ impl Arbiter {
             let Some(head) = state.queue.first_mut() else {
                 continue;
             };
-            let Some(payload) = head.programme.frames.get(head.position).cloned() else {
-                continue;
+            let payload = match &head.programme.frames {
+                Frames::Clip(frames) => match frames.get(head.position) {
+                    Some(payload) => payload.clone(),
+                    None => continue,
+                },
+                Frames::Live(feed) => match feed.next(&mut head.live) {
+                    LivePoll::Frame(payload) => payload,
+                    LivePoll::Wait => {
+                        head.gap = true;
+                        continue;
+                    }
+                    LivePoll::Ended => {
+                        let done = state.queue.remove(0);
+                        events.push(Event::Finished {
+                            cluster: cluster.clone(),
+                            broadcast: done.programme.broadcast,
+                            outcome: Outcome::Done,
+                            frames_sent: done.sent,
+                        });
+                        continue;
+                    }
+                },
             };
             let starting = head.position == 0;
             if starting && head.sent == 0 {
@@ -334,7 +374,9 @@ impl Arbiter {
                     broadcast: head.programme.broadcast.clone(),
                 });
             }
-            let marker = starting || state.last_sent.as_ref() != Some(&head.programme.broadcast);
+            let marker =
+                starting || head.gap || state.last_sent.as_ref() != Some(&head.programme.broadcast);
+            head.gap = false;
             frames.push(Frame {
                 cluster: cluster.clone(),
                 broadcast: head.programme.broadcast.clone(),
@@ -344,7 +386,7 @@ impl Arbiter {
             state.last_sent = Some(head.programme.broadcast.clone());
             head.position += 1;
             head.sent += 1;
-            if head.position >= head.programme.frames.len() {
+            if matches!(&head.programme.frames, Frames::Clip(f) if head.position >= f.len()) {
                 let done = state.queue.remove(0);
                 events.push(Event::Finished {
                     cluster: cluster.clone(),
@@ -366,10 +408,12 @@ mod tests {
         Programme {
             broadcast: id.into(),
             priority,
-            frames: (0..frames)
-                .map(|i| Bytes::from(format!("{id}{i}")))
-                .collect::<Vec<_>>()
-                .into(),
+            frames: Frames::Clip(
+                (0..frames)
+                    .map(|i| Bytes::from(format!("{id}{i}")))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
             on_interrupt: Interruption::Restart,
         }
     }

@@ -3,6 +3,7 @@
 //! the rest of the daemon talks to, over a channel.
 
 pub mod arbiter;
+pub mod live;
 pub mod pacer;
 pub mod registry;
 pub mod reports;
@@ -15,9 +16,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-
-pub use arbiter::{Interruption, Outcome, Priority};
+pub use arbiter::{Frames, Interruption, Outcome, Priority};
+pub use live::{FeedStats, LiveFeed};
 
 use crate::codec::Codec;
 
@@ -43,9 +43,9 @@ pub struct Target {
     /// SRTP master key of the cluster: its packets are protected (RFC 3711) with a
     /// context of its own, so their payload bytes are no longer shared.
     pub srtp: Option<crate::rtp::srtp::MasterKey>,
-    /// The payload frames, already encoded for this cluster's codec and ptime; shared by
-    /// every cluster with the same (codec, ptime).
-    pub frames: Arc<[Bytes]>,
+    /// The payload frames, encoded for this cluster's codec and ptime; shared by every
+    /// cluster with the same (codec, ptime).
+    pub frames: Frames,
 }
 
 pub(crate) enum Command {
