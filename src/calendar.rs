@@ -14,9 +14,12 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::api::AppState;
+use crate::api::airing::RelayAiring;
 use crate::api::airing::{Airing, build_targets, prepare_and_play, resolve_clusters};
 use crate::api::broadcasts::Targets;
-use crate::api::campaigns::{airs_in_quiet_hours, approval, programme_length, stored_schedule};
+use crate::api::campaigns::{
+    airing_length, airs_in_quiet_hours, approval, stored_relay, stored_schedule,
+};
 use crate::playout::{Interruption, Priority};
 use crate::store::{AudioRow, BroadcastClusterRow, BroadcastRow, CampaignRow, StoreError, status};
 
@@ -175,7 +178,12 @@ async fn handle_due(
 ) -> Result<(), StoreError> {
     let audio = campaign_audio(state, campaign).await?;
     let repeat = campaign.repeat.clamp(1, 100) as u32;
-    let length = programme_length(&audio, repeat, state.config.audio.gap_ms);
+    let length = airing_length(
+        stored_relay(campaign).as_ref(),
+        &audio,
+        repeat,
+        state.config.audio.gap_ms,
+    );
     // Quiet hours are the site's: read in the config's timezone, whatever the campaign's.
     let quiet = state.config.quiet_hours();
     let tz = state.config.timezone();
@@ -259,6 +267,7 @@ async fn record(
         planned_at: Some(stamp(planned)),
         topic: Some(campaign.topic.clone()),
         late: fate == Fate::Late,
+        relay: campaign.relay.clone(),
     };
     let runs: Vec<BroadcastClusterRow> = clusters
         .iter()
@@ -294,6 +303,10 @@ async fn record(
                 on_interrupt: interruption_of(&campaign.on_interrupt),
                 repeat: campaign.repeat.clamp(1, 100) as u32,
                 audio: audio.to_vec(),
+                relay: stored_relay(campaign).map(|spec| RelayAiring {
+                    spec,
+                    window_start: Some(SystemTime::from(planned)),
+                }),
                 clusters,
                 at,
             },
@@ -398,6 +411,14 @@ async fn resume_recorded(state: &AppState) -> Result<(), StoreError> {
                     on_interrupt: interruption_of(&row.on_interrupt),
                     repeat: row.repeat.clamp(1, 100) as u32,
                     audio,
+                    relay: row
+                        .relay
+                        .as_deref()
+                        .and_then(|json| serde_json::from_str(json).ok())
+                        .map(|spec| RelayAiring {
+                            spec,
+                            window_start: Some(SystemTime::from(planned)),
+                        }),
                     clusters,
                     at: (fate == Fate::OnTime).then(|| SystemTime::from(planned)),
                 },

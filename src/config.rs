@@ -102,10 +102,45 @@ pub struct EmergencyConfig {
     pub fallback_audio_id: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
+    /// Hosts relays and CAP resources may be fetched from (exact host names or IPs).
     pub allowed_hosts: Vec<String>,
+    /// Cushion kept between the newest relayed audio and the air, in ms: absorbs the
+    /// bursts a stream arrives in. The relay's added latency is about this much.
+    pub buffer_ms: u32,
+    /// Relayed audio quieter than this (RMS, dBFS) counts as silence.
+    pub silence_threshold_dbfs: f64,
+    /// Silence this long is dead air: the relay reconnects, then falls back.
+    pub silence_s: f64,
+    /// No data for this long: the connection has stalled.
+    pub stall_s: f64,
+    /// Trouble (no stream, or dead air) lasting this long makes the relay fall back.
+    pub fallback_after_s: f64,
+    /// Audio id aired when a relay falls back (a relay's own `fallback_audio_id` wins);
+    /// "": silence, and the relay stops.
+    pub fallback_audio_id: String,
+    /// Ceiling of the reconnect backoff (0.5 s, 1 s, 2 s… up to this).
+    pub reconnect_max_s: f64,
+    /// Connecting and receiving the response headers must take less than this.
+    pub connect_timeout_s: f64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            buffer_ms: 500,
+            silence_threshold_dbfs: -50.0,
+            silence_s: 10.0,
+            stall_s: 5.0,
+            fallback_after_s: 20.0,
+            fallback_audio_id: String::new(),
+            reconnect_max_s: 10.0,
+            connect_timeout_s: 5.0,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -312,6 +347,27 @@ impl Config {
         }
         if !(self.health.max_jitter_ms > 0.0 && self.health.max_jitter_ms <= 10_000.0) {
             return invalid("health.max_jitter_ms", "must be above 0 and at most 10000");
+        }
+        let relay = &self.relay;
+        if !(60..=5000).contains(&relay.buffer_ms) {
+            return invalid("relay.buffer_ms", "must be between 60 and 5000 ms");
+        }
+        if !(-90.0..=0.0).contains(&relay.silence_threshold_dbfs) {
+            return invalid(
+                "relay.silence_threshold_dbfs",
+                "must be between -90 and 0 dBFS",
+            );
+        }
+        for (key, value, max) in [
+            ("relay.silence_s", relay.silence_s, 3600.0),
+            ("relay.stall_s", relay.stall_s, 600.0),
+            ("relay.fallback_after_s", relay.fallback_after_s, 3600.0),
+            ("relay.reconnect_max_s", relay.reconnect_max_s, 600.0),
+            ("relay.connect_timeout_s", relay.connect_timeout_s, 120.0),
+        ] {
+            if !(value >= 0.2 && value <= max) {
+                return invalid(key, &format!("must be between 0.2 and {max} seconds"));
+            }
         }
         if !(1..=20).contains(&self.health.webhook_attempts) {
             return invalid("health.webhook_attempts", "must be between 1 and 20");

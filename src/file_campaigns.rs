@@ -140,6 +140,7 @@ async fn upsert(state: &AppState, loaded: &LoadedFile) -> anyhow::Result<()> {
         created_at: now.clone(),
         updated_at: now.clone(),
         last_planned_at: now,
+        relay: None,
     };
     match state.store.campaign(&row.id).await {
         Ok(old) => {

@@ -13,6 +13,7 @@
 //! - [`library`]: uploaded files and the encode-once frame cache.
 //! - [`playout`]: the engine handle and the pacer thread that sends.
 //! - [`api`]: axum routes, auth, problem+json, OpenAPI.
+//! - [`relay`]: live relays of remote streams, with dead-air protection.
 //! - [`calendar`]: the runner that airs approved campaigns at their planned instants.
 //! - [`monitor`]: feeds the health model, stores transitions, posts webhooks.
 //! - [`agent`]: the reference speaker receiver (`loaxa agent`, `loaxa simulate`).
@@ -31,6 +32,7 @@ pub mod library;
 pub mod media;
 pub mod monitor;
 pub mod playout;
+pub mod relay;
 pub mod rtp;
 pub mod schedule;
 pub mod schedules_dir;

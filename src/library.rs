@@ -208,6 +208,11 @@ impl Library {
         }
     }
 
+    /// How clips (and relays) are prepared for air.
+    pub fn settings(&self) -> &AirSettings {
+        &self.settings
+    }
+
     /// How many times a clip was actually decoded and encoded (not served from cache).
     pub fn encode_count(&self) -> u64 {
         self.encodes.load(Ordering::Relaxed)

@@ -440,7 +440,7 @@ async fn deliver_webhooks(
     }
 }
 
-async fn post_with_retries(
+pub(crate) async fn post_with_retries(
     client: reqwest::Client,
     url: String,
     body: Vec<u8>,

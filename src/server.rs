@@ -94,6 +94,7 @@ pub async fn run(
             config.server.max_auth_failures_per_minute,
         )),
         monitor: Arc::new(crate::monitor::Monitor::new(&config.health)),
+        relays: Arc::default(),
         calendar: Arc::new(tokio::sync::Notify::new()),
         openapi: Arc::new(OnceLock::new()),
     };

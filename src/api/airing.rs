@@ -15,7 +15,8 @@ use crate::codec::Codec;
 use crate::fleet::{Endpoint, EndpointSpec};
 use crate::library::ClipRef;
 use crate::media::Loudness;
-use crate::playout::{Destination, Interruption, Priority, Target};
+use crate::playout::{Destination, Frames, Interruption, Priority, Target};
+use crate::relay::RelaySpec;
 use crate::store::{AudioRow, ClusterRow, StoreError, now_rfc3339, status};
 
 /// What to air, where, and when.
@@ -24,9 +25,18 @@ pub(crate) struct Airing {
     pub on_interrupt: Interruption,
     pub repeat: u32,
     pub audio: Vec<AudioRow>,
+    /// A live relay instead of `audio`.
+    pub relay: Option<RelayAiring>,
     pub clusters: Vec<ClusterRow>,
     /// The planned instant; `None`: at once.
     pub at: Option<SystemTime>,
+}
+
+/// A relay to air, and where its window starts (its planned instant, even when it airs
+/// late; `None`: now).
+pub(crate) struct RelayAiring {
+    pub spec: RelaySpec,
+    pub window_start: Option<SystemTime>,
 }
 
 /// The clusters `targets` names (areas expand to every cluster in their subtree, as they
@@ -65,37 +75,190 @@ pub(crate) async fn resolve_clusters(
     Ok(clusters)
 }
 
-/// Builds the frames of each (codec, ptime) once, then hands the broadcast to the engine.
+/// Builds the frames of each (codec, ptime) once (or, for a relay, starts the relay
+/// and its live feeds), then hands the broadcast to the engine.
 pub(crate) async fn prepare_and_play(state: AppState, id: String, airing: Airing) {
     let Airing {
         priority,
         on_interrupt,
         repeat,
         audio,
+        relay,
         clusters,
         at,
     } = airing;
-    match build_targets(&state, repeat, &audio, &clusters).await {
-        Ok(targets) => {
-            // It may have been cancelled while the audio was being prepared.
-            match state.store.broadcast(&id).await {
-                Ok(b) if b.status == status::QUEUED => {
-                    let handed = match at {
-                        Some(at) => state
-                            .engine
-                            .play_at(&id, priority, on_interrupt, targets, at),
-                        None => state.engine.play(&id, priority, on_interrupt, targets),
-                    };
-                    if !handed {
-                        fail(&state, &id, "the playout engine has stopped").await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(broadcast = %id, error = %e, "cannot read broadcast"),
+    let prepared = match &relay {
+        Some(relay) => relay_targets(&state, &id, relay, &clusters)
+            .await
+            .map(|(targets, job)| (targets, Some(job))),
+        None => build_targets(&state, repeat, &audio, &clusters)
+            .await
+            .map(|targets| (targets, None)),
+    };
+    let (targets, job) = match prepared {
+        Ok(prepared) => prepared,
+        Err(why) => return fail(&state, &id, &why).await,
+    };
+    // It may have been cancelled while the audio was being prepared.
+    match state.store.broadcast(&id).await {
+        Ok(b) if b.status == status::QUEUED => {
+            if let Some(job) = job {
+                // The relay connects now, so that its cushion is full when the first
+                // packet is due.
+                tokio::spawn(crate::relay::run(state.clone(), job));
+            }
+            let handed = match at {
+                Some(at) => state
+                    .engine
+                    .play_at(&id, priority, on_interrupt, targets, at),
+                None => state.engine.play(&id, priority, on_interrupt, targets),
+            };
+            if !handed {
+                state.relays.stop(&id);
+                fail(&state, &id, "the playout engine has stopped").await;
             }
         }
-        Err(why) => fail(&state, &id, &why).await,
+        Ok(_) => {}
+        Err(e) => tracing::error!(broadcast = %id, error = %e, "cannot read broadcast"),
     }
+}
+
+/// The end of a relay's window: `duration_s` after its start, or earlier where quiet
+/// hours begin (only emergencies air then).
+pub(crate) fn relay_window_end(state: &AppState, start: SystemTime, duration_s: u32) -> SystemTime {
+    let end = start + std::time::Duration::from_secs(u64::from(duration_s));
+    let Some(quiet) = state.config.quiet_hours() else {
+        return end;
+    };
+    let tz = state.config.timezone();
+    let (start, end_utc) = (
+        chrono::DateTime::<chrono::Utc>::from(start),
+        chrono::DateTime::<chrono::Utc>::from(end),
+    );
+    // Quiet hours are set in minutes: the first minute boundary inside them is the end.
+    let mut t = start;
+    while t < end_utc {
+        if quiet.contains(t.with_timezone(&tz).time()) {
+            return SystemTime::from(t.max(start));
+        }
+        let next_minute =
+            t + chrono::TimeDelta::seconds(60 - i64::from(chrono::Timelike::second(&t)));
+        t = chrono::DurationRound::duration_trunc(next_minute, chrono::TimeDelta::minutes(1))
+            .unwrap_or(next_minute);
+    }
+    end
+}
+
+/// A relay's live feeds (one per codec and packet size), its clusters' targets reading
+/// them, and the job that fills them.
+async fn relay_targets(
+    state: &AppState,
+    id: &str,
+    relay: &RelayAiring,
+    clusters: &[ClusterRow],
+) -> Result<(Vec<Target>, crate::relay::Job), String> {
+    let spec = &relay.spec;
+    let url = reqwest::Url::parse(&spec.url).map_err(|e| format!("relay url: {e}"))?;
+    let mut outputs: Vec<crate::relay::pipeline::Output> = Vec::new();
+    let mut targets = Vec::with_capacity(clusters.len());
+    for c in clusters {
+        let (codec, ptime_ms) = cluster_format(c)?;
+        let feed = match outputs
+            .iter()
+            .find(|o| o.codec == codec && o.ptime_ms == ptime_ms)
+        {
+            Some(o) => o.feed.clone(),
+            None => {
+                let feed = crate::relay::feed_for(&state.config.relay, ptime_ms);
+                outputs.push(crate::relay::pipeline::Output {
+                    codec,
+                    ptime_ms,
+                    feed: feed.clone(),
+                });
+                feed
+            }
+        };
+        targets.push(target(c, codec, ptime_ms, Frames::Live(feed))?);
+    }
+    let fallback_id = spec
+        .fallback_audio_id
+        .clone()
+        .unwrap_or_else(|| state.config.relay.fallback_audio_id.clone());
+    let fallback = if fallback_id.is_empty() {
+        None
+    } else {
+        let row = state
+            .store
+            .audio(&fallback_id)
+            .await
+            .map_err(|e| format!("relay fallback audio `{fallback_id}`: {e}"))?;
+        let clip = clip_ref(&row);
+        let mut frames = Vec::with_capacity(outputs.len());
+        for o in &outputs {
+            frames.push(
+                state
+                    .library
+                    .frames(&clip, o.codec, o.ptime_ms)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Some(crate::relay::Fallback {
+            audio_id: fallback_id,
+            frames,
+        })
+    };
+    let start = relay.window_start.unwrap_or_else(SystemTime::now);
+    let job = crate::relay::Job {
+        broadcast: id.to_string(),
+        url,
+        ends_at: relay_window_end(state, start, spec.duration_s),
+        outputs,
+        fallback,
+    };
+    Ok((targets, job))
+}
+
+fn clip_ref(a: &AudioRow) -> ClipRef {
+    ClipRef {
+        id: a.id.clone(),
+        file_name: a.file_name.clone(),
+        loudness: a
+            .loudness_lufs
+            .zip(a.true_peak_dbtp)
+            .map(|(integrated_lufs, true_peak_dbtp)| Loudness {
+                integrated_lufs,
+                true_peak_dbtp,
+            }),
+    }
+}
+
+fn cluster_format(c: &ClusterRow) -> Result<(Codec, u32), String> {
+    let codec: Codec = c
+        .codec
+        .parse()
+        .map_err(|e: crate::codec::UnknownCodec| e.to_string())?;
+    Ok((codec, c.ptime_ms as u32))
+}
+
+/// Where and how a cluster's programme goes, with its frames.
+fn target(c: &ClusterRow, codec: Codec, ptime_ms: u32, frames: Frames) -> Result<Target, String> {
+    let spec: EndpointSpec = serde_json::from_str(&c.endpoint).map_err(|e| e.to_string())?;
+    let endpoint = Endpoint::parse(&spec).map_err(|(f, e)| format!("{f}: {}", e.0))?;
+    Ok(Target {
+        cluster_id: c.id.clone(),
+        destination: endpoint
+            .rtp_destination()
+            .map_or(Destination::Registered, Destination::Fixed),
+        codec,
+        ptime_ms,
+        multicast_ttl: endpoint.multicast_ttl(),
+        srtp: c
+            .srtp_key
+            .as_deref()
+            .and_then(crate::rtp::srtp::MasterKey::from_inline),
+        frames,
+    })
 }
 
 pub(crate) async fn fail(state: &AppState, id: &str, why: &str) {
@@ -121,30 +284,12 @@ pub(crate) async fn build_targets(
     audio: &[AudioRow],
     clusters: &[ClusterRow],
 ) -> Result<Vec<Target>, String> {
-    let clips: Vec<ClipRef> = audio
-        .iter()
-        .map(|a| ClipRef {
-            id: a.id.clone(),
-            file_name: a.file_name.clone(),
-            loudness: a.loudness_lufs.zip(a.true_peak_dbtp).map(
-                |(integrated_lufs, true_peak_dbtp)| Loudness {
-                    integrated_lufs,
-                    true_peak_dbtp,
-                },
-            ),
-        })
-        .collect();
+    let clips: Vec<ClipRef> = audio.iter().map(clip_ref).collect();
     // One programme per (codec, ptime), shared by every cluster that uses it.
     let mut programmes: BTreeMap<(Codec, u32), Arc<[Bytes]>> = BTreeMap::new();
     let mut targets = Vec::with_capacity(clusters.len());
     for c in clusters {
-        let codec: Codec = c
-            .codec
-            .parse()
-            .map_err(|e: crate::codec::UnknownCodec| e.to_string())?;
-        let ptime_ms = c.ptime_ms as u32;
-        let spec: EndpointSpec = serde_json::from_str(&c.endpoint).map_err(|e| e.to_string())?;
-        let endpoint = Endpoint::parse(&spec).map_err(|(f, e)| format!("{f}: {}", e.0))?;
+        let (codec, ptime_ms) = cluster_format(c)?;
         let frames = match programmes.get(&(codec, ptime_ms)) {
             Some(f) => f.clone(),
             None => {
@@ -157,20 +302,7 @@ pub(crate) async fn build_targets(
                 frames
             }
         };
-        targets.push(Target {
-            cluster_id: c.id.clone(),
-            destination: endpoint
-                .rtp_destination()
-                .map_or(Destination::Registered, Destination::Fixed),
-            codec,
-            ptime_ms,
-            multicast_ttl: endpoint.multicast_ttl(),
-            srtp: c
-                .srtp_key
-                .as_deref()
-                .and_then(crate::rtp::srtp::MasterKey::from_inline),
-            frames,
-        });
+        targets.push(target(c, codec, ptime_ms, Frames::Clip(frames))?);
     }
     Ok(targets)
 }

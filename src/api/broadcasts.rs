@@ -12,11 +12,13 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::access::{Principal, Role, audit, require_broadcast, require_targets};
-use super::airing::{Airing, prepare_and_play, resolve_clusters};
+use super::airing::{Airing, RelayAiring, prepare_and_play, resolve_clusters};
 use super::areas::validation;
 use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::playout::{Interruption, Priority};
+use crate::relay::{RelaySpec, RelayStatus};
+use crate::store::RelayEventRow;
 use crate::store::{
     BroadcastClusterRow, BroadcastRow, ClusterRow, StoreError, now_rfc3339, status,
 };
@@ -48,7 +50,10 @@ pub struct Targets {
 #[serde(deny_unknown_fields)]
 pub struct CreateBroadcast {
     /// Announcements aired back to back, in this order.
+    #[serde(default)]
     audio_ids: Vec<String>,
+    /// A live stream relayed for `duration_s`, in place of `audio_ids`.
+    relay: Option<RelaySpec>,
     targets: Targets,
     /// `scheduled` (default), `background`, `priority` or `live`. Emergencies have their
     /// own route.
@@ -115,6 +120,57 @@ pub struct Broadcast {
     started_at: Option<String>,
     ended_at: Option<String>,
     pub(crate) clusters: Vec<ClusterRun>,
+    /// For a relayed stream: what was asked, what it is doing now and what happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<RelayView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RelayView {
+    #[serde(flatten)]
+    spec: RelaySpec,
+    /// While it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<RelayStatus>,
+    /// Connected, faults, fallback, recovery and end, oldest first.
+    events: Vec<RelayEventRow>,
+}
+
+/// Checks a relay request: its URL and window, its fallback clip, and that it comes
+/// alone (a relay is the whole programme).
+pub(crate) async fn check_relay(
+    state: &AppState,
+    relay: &RelaySpec,
+    audio_ids: &[String],
+    repeat: Option<u32>,
+    errors: &mut Vec<FieldError>,
+) -> Result<(), ApiError> {
+    if !audio_ids.is_empty() {
+        errors.push(FieldError::new(
+            "audio_ids",
+            "give either audio_ids or a relay, not both",
+        ));
+    }
+    if repeat.is_some_and(|r| r != 1) {
+        errors.push(FieldError::new(
+            "repeat",
+            "a relay airs once, for duration_s",
+        ));
+    }
+    for (field, message) in relay.problems(&state.config.relay) {
+        errors.push(FieldError::new(format!("relay.{field}"), message));
+    }
+    if let Some(id) = &relay.fallback_audio_id {
+        match state.store.audio(id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => errors.push(FieldError::new(
+                "relay.fallback_audio_id",
+                format!("audio `{id}` does not exist"),
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Plays announcements now on the target clusters.
@@ -158,10 +214,12 @@ async fn create_broadcast(
             format!("must be between 1 and {MAX_REPEAT}"),
         ));
     }
-    if body.audio_ids.is_empty() || body.audio_ids.len() > MAX_ITEMS {
+    if let Some(relay) = &body.relay {
+        check_relay(&state, relay, &body.audio_ids, body.repeat, &mut errors).await?;
+    } else if body.audio_ids.is_empty() || body.audio_ids.len() > MAX_ITEMS {
         errors.push(FieldError::new(
             "audio_ids".to_string(),
-            format!("must list 1 to {MAX_ITEMS} audio ids"),
+            format!("must list 1 to {MAX_ITEMS} audio ids (or give a relay)"),
         ));
     }
     let mut audio = Vec::new();
@@ -217,8 +275,17 @@ async fn create_broadcast(
         on_interrupt: on_interrupt.as_str().into(),
         campaign_id: None,
         planned_at: None,
-        topic: audio.first().and_then(|a| a.topic.clone()),
+        topic: audio
+            .first()
+            .and_then(|a| a.topic.clone())
+            .or_else(|| body.relay.as_ref().map(|_| "relay".to_string())),
         late: false,
+        relay: body
+            .relay
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(ApiError::internal)?,
     };
     let runs: Vec<BroadcastClusterRow> = clusters
         .values()
@@ -255,6 +322,10 @@ async fn create_broadcast(
             on_interrupt,
             repeat,
             audio,
+            relay: body.relay.map(|spec| RelayAiring {
+                spec,
+                window_start: None,
+            }),
             clusters,
             at: None,
         },
@@ -302,7 +373,16 @@ pub(crate) async fn view(state: &AppState, row: BroadcastRow) -> Result<Broadcas
             ended_at: r.ended_at,
         })
         .collect();
+    let relay = match row.relay.as_deref() {
+        Some(json) => Some(RelayView {
+            spec: serde_json::from_str(json).map_err(ApiError::internal)?,
+            status: state.relays.status(&row.id),
+            events: state.store.relay_events(&row.id).await?,
+        }),
+        None => None,
+    };
     Ok(Broadcast {
+        relay,
         audio_ids: serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
         targets: serde_json::from_str(&row.targets).map_err(ApiError::internal)?,
         id: row.id,
@@ -369,6 +449,7 @@ async fn cancel_broadcast(
         .set_broadcast_status(&id, status::CANCELLED, Some("cancelled by request"))
         .await?;
     state.engine.cancel(&id);
+    state.relays.stop(&id);
     audit(&state, &principal, "broadcast.cancel", Some(&id), None).await?;
     let now = now_rfc3339();
     for run in state.store.broadcast_clusters(&id).await? {

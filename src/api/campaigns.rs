@@ -18,11 +18,12 @@ use super::AppState;
 use super::access::{Principal, audit, require_targets};
 use super::airing::resolve_clusters;
 use super::areas::validation;
-use super::broadcasts::Targets;
+use super::broadcasts::{Targets, check_relay};
 use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::fleet::parse_name;
 use crate::playout::{Interruption, Priority};
+use crate::relay::RelaySpec;
 use crate::schedule::{Cron, QuietHours, Schedule, parse_timezone};
 use crate::store::{AudioRow, CampaignRow, StoreError, now_rfc3339};
 
@@ -82,7 +83,11 @@ pub struct CreateCampaign {
     /// What it is about (e.g. `chuyen-doi-so`): airtime reports group by it.
     topic: String,
     /// Announcements aired back to back at each occurrence.
+    #[serde(default)]
     audio_ids: Vec<String>,
+    /// A live stream relayed for `duration_s` from each occurrence, in place of
+    /// `audio_ids` (the window must stay clear of quiet hours).
+    relay: Option<RelaySpec>,
     /// Areas (expanded to their clusters at each airing) and clusters.
     targets: Targets,
     schedule: ScheduleSpec,
@@ -101,7 +106,10 @@ pub struct CreateCampaign {
 pub struct PatchCampaign {
     title: Option<String>,
     topic: Option<String>,
+    /// Replaces the programme with announcements (drops a relay).
     audio_ids: Option<Vec<String>>,
+    /// Replaces the programme with a relay (drops the announcements).
+    relay: Option<RelaySpec>,
     targets: Option<Targets>,
     schedule: Option<ScheduleSpec>,
     priority: Option<String>,
@@ -118,6 +126,8 @@ pub struct Campaign {
     title: String,
     topic: String,
     audio_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<RelaySpec>,
     targets: Targets,
     schedule: ScheduleSpec,
     priority: String,
@@ -162,6 +172,7 @@ pub(crate) struct Validated {
     pub topic: String,
     pub audio: Vec<AudioRow>,
     pub audio_ids: Vec<String>,
+    pub relay: Option<RelaySpec>,
     pub targets: Targets,
     pub schedule: Schedule,
     pub spec: ScheduleSpec,
@@ -247,6 +258,26 @@ pub(crate) fn parse_schedule(
         .ok()
 }
 
+/// The length of one airing of a campaign: its relay's window, or its announcements.
+pub(crate) fn airing_length(
+    relay: Option<&RelaySpec>,
+    audio: &[AudioRow],
+    repeat: u32,
+    gap_ms: u32,
+) -> TimeDelta {
+    match relay {
+        Some(r) => TimeDelta::seconds(i64::from(r.duration_s)),
+        None => programme_length(audio, repeat, gap_ms),
+    }
+}
+
+/// A stored campaign's relay, if it relays a stream.
+pub(crate) fn stored_relay(row: &CampaignRow) -> Option<RelaySpec> {
+    row.relay
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
 /// The length of one airing: every item, the gaps between them, `repeat` times.
 pub(crate) fn programme_length(audio: &[AudioRow], repeat: u32, gap_ms: u32) -> TimeDelta {
     let items: i64 = audio.iter().map(|a| a.duration_ms.max(0)).sum();
@@ -307,6 +338,7 @@ struct Draft<'a> {
     title: &'a str,
     topic: &'a str,
     audio_ids: &'a [String],
+    relay: Option<&'a RelaySpec>,
     targets: &'a Targets,
     spec: &'a ScheduleSpec,
     priority: Option<&'a str>,
@@ -320,6 +352,7 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
         title,
         topic,
         audio_ids,
+        relay,
         targets,
         spec,
         priority,
@@ -341,10 +374,13 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
             format!("must be between 1 and {MAX_REPEAT}"),
         ));
     }
-    if audio_ids.is_empty() || audio_ids.len() > MAX_ITEMS {
+    if let Some(relay) = relay {
+        let repeat = Some(repeat).filter(|r| *r != 1);
+        check_relay(state, relay, audio_ids, repeat, &mut errors).await?;
+    } else if audio_ids.is_empty() || audio_ids.len() > MAX_ITEMS {
         errors.push(FieldError::new(
             "audio_ids",
-            format!("must list 1 to {MAX_ITEMS} audio ids"),
+            format!("must list 1 to {MAX_ITEMS} audio ids (or give a relay)"),
         ));
     }
     let mut audio = Vec::new();
@@ -369,7 +405,7 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
     if let Some(schedule) = &schedule
         && errors.is_empty()
     {
-        let length = programme_length(&audio, repeat, state.config.audio.gap_ms);
+        let length = airing_length(relay, &audio, repeat, state.config.audio.gap_ms);
         let clashes = quiet_clashes(state, schedule, length, Utc::now()).await?;
         if !clashes.is_empty() {
             let local: Vec<String> = clashes
@@ -396,6 +432,7 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
             topic,
             audio,
             audio_ids: audio_ids.to_vec(),
+            relay: relay.cloned(),
             targets: targets.clone(),
             schedule,
             spec: spec.clone(),
@@ -450,6 +487,7 @@ fn view(
         })
         .unwrap_or_default();
     Ok(Campaign {
+        relay: stored_relay(&row),
         audio_ids: serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
         targets: serde_json::from_str(&row.targets).map_err(ApiError::internal)?,
         schedule: spec,
@@ -524,7 +562,12 @@ fn first_overlap(
 /// Other campaigns that air on some of the same clusters at overlapping times.
 async fn conflicts(state: &AppState, id: &str, v: &Validated) -> Result<Vec<Conflict>, ApiError> {
     let mine = cluster_set(state, &v.targets).await?;
-    let my_len = programme_length(&v.audio, v.repeat, state.config.audio.gap_ms);
+    let my_len = airing_length(
+        v.relay.as_ref(),
+        &v.audio,
+        v.repeat,
+        state.config.audio.gap_ms,
+    );
     let now = Utc::now();
     let mut out = Vec::new();
     for other in state.store.campaigns().await? {
@@ -550,7 +593,8 @@ async fn conflicts(state: &AppState, id: &str, v: &Validated) -> Result<Vec<Conf
                 audio.push(row);
             }
         }
-        let len = programme_length(
+        let len = airing_length(
+            stored_relay(&other).as_ref(),
             &audio,
             other.repeat.max(1) as u32,
             state.config.audio.gap_ms,
@@ -592,6 +636,7 @@ async fn create_campaign(
             title: &body.title,
             topic: &body.topic,
             audio_ids: &body.audio_ids,
+            relay: body.relay.as_ref(),
             targets: &body.targets,
             spec: &body.schedule,
             priority: body.priority.as_deref(),
@@ -626,6 +671,12 @@ async fn create_campaign(
         updated_at: now.clone(),
         // Nothing before its creation is owed.
         last_planned_at: now,
+        relay: v
+            .relay
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(ApiError::internal)?,
     };
     let conflicts = conflicts(&state, &row.id, &v).await?;
     state.store.insert_campaign(&row).await?;
@@ -748,6 +799,7 @@ async fn patch_campaign(
     let only_pausing = patch.title.is_none()
         && patch.topic.is_none()
         && patch.audio_ids.is_none()
+        && patch.relay.is_none()
         && patch.targets.is_none()
         && patch.schedule.is_none()
         && patch.priority.is_none()
@@ -762,9 +814,15 @@ async fn patch_campaign(
         return view(&state, row, None).map(Json);
     }
     let was_paused = row.paused;
-    let audio_ids: Vec<String> = match patch.audio_ids {
-        Some(ids) => ids,
-        None => serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
+    // A new programme replaces the old one whole: announcements or a relay.
+    let (audio_ids, relay): (Vec<String>, Option<RelaySpec>) = match (patch.audio_ids, patch.relay)
+    {
+        (Some(ids), relay) => (ids, relay),
+        (None, Some(relay)) => (Vec::new(), Some(relay)),
+        (None, None) => (
+            serde_json::from_str(&row.audio_ids).map_err(ApiError::internal)?,
+            stored_relay(&row),
+        ),
     };
     let targets: Targets = match patch.targets {
         Some(t) => t,
@@ -785,6 +843,7 @@ async fn patch_campaign(
             title: patch.title.as_deref().unwrap_or(&row.title),
             topic: patch.topic.as_deref().unwrap_or(&row.topic),
             audio_ids: &audio_ids,
+            relay: relay.as_ref(),
             targets: &targets,
             spec: &spec,
             priority: Some(patch.priority.as_deref().unwrap_or(&row.priority)),
@@ -796,9 +855,16 @@ async fn patch_campaign(
     let new_audio = serde_json::to_string(&v.audio_ids).map_err(ApiError::internal)?;
     let new_targets = serde_json::to_string(&v.targets).map_err(ApiError::internal)?;
     let new_schedule = serde_json::to_string(&v.spec).map_err(ApiError::internal)?;
+    let new_relay = v
+        .relay
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(ApiError::internal)?;
     // What airs, where, when, how often and over what was approved; a change to any of
     // them needs approval again.
     let airing_changed = new_audio != row.audio_ids
+        || new_relay != row.relay
         || new_targets != row.targets
         || new_schedule != row.schedule
         || v.priority.as_str() != row.priority
@@ -812,6 +878,7 @@ async fn patch_campaign(
     row.title = v.title.clone();
     row.topic = v.topic.clone();
     row.audio_ids = new_audio;
+    row.relay = new_relay;
     row.targets = new_targets;
     row.schedule = new_schedule;
     row.priority = v.priority.as_str().into();

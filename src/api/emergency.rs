@@ -27,7 +27,7 @@ use crate::cap::{self, Alert, MsgType, Status};
 use crate::codec::Codec;
 use crate::library::ClipRef;
 use crate::media::Loudness;
-use crate::playout::{Destination, Interruption, Priority, Target};
+use crate::playout::{Destination, Frames, Interruption, Priority, Target};
 use crate::store::{
     AudioRow, AuditEntry, BroadcastClusterRow, BroadcastRow, CapAlertRow, ClusterRow, EmergencyRow,
     StoreError, now_rfc3339, status,
@@ -656,6 +656,7 @@ async fn start(state: &AppState, plan: Plan, source: Source<'_>) -> Result<Strin
         planned_at: None,
         topic: Some("emergency".into()),
         late: false,
+        relay: None,
     };
     let runs: Vec<BroadcastClusterRow> = plan
         .clusters
@@ -807,7 +808,7 @@ async fn emergency_targets(state: &AppState, plan: &Plan) -> Result<Vec<Target>,
                 .srtp_key
                 .as_deref()
                 .and_then(crate::rtp::srtp::MasterKey::from_inline),
-            frames,
+            frames: Frames::Clip(frames),
         });
     }
     Ok(targets)

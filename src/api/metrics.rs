@@ -188,6 +188,37 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         let _ = writeln!(out, "loaxa_clusters_by_status{{status=\"{status}\"}} {n}");
     }
 
+    let relays = &state.relays;
+    head(
+        &mut out,
+        "loaxa_relays_active",
+        "gauge",
+        "Live relays running now.",
+    );
+    let _ = writeln!(out, "loaxa_relays_active {}", relays.active());
+    head(
+        &mut out,
+        "loaxa_relay_faults_total",
+        "counter",
+        "Relay faults: stalls, dropped connections, dead air, content that is not audio.",
+    );
+    let _ = writeln!(
+        out,
+        "loaxa_relay_faults_total {}",
+        relays.faults_total.load(Ordering::Relaxed)
+    );
+    head(
+        &mut out,
+        "loaxa_relay_fallbacks_total",
+        "counter",
+        "Relays that fell back to their clip or stopped after lasting trouble.",
+    );
+    let _ = writeln!(
+        out,
+        "loaxa_relay_fallbacks_total {}",
+        relays.fallbacks_total.load(Ordering::Relaxed)
+    );
+
     head(
         &mut out,
         "loaxa_broadcasts_active",

@@ -51,6 +51,8 @@ pub struct AppState {
     pub auth_limiter: Arc<access::AuthLimiter>,
     /// The fleet's health, and what agents said and are owed.
     pub monitor: Arc<crate::monitor::Monitor>,
+    /// The live relays airing now.
+    pub relays: Arc<crate::relay::Relays>,
     /// Wakes the calendar runner when campaigns change.
     pub calendar: Arc<tokio::sync::Notify>,
     /// The document generated from the routes, set once when the app is built.

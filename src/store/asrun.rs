@@ -206,6 +206,7 @@ mod tests {
             planned_at: None,
             topic: None,
             late,
+            relay: None,
         };
         let runs: Vec<BroadcastClusterRow> = ["c1", "c2"]
             .iter()

@@ -30,6 +30,8 @@ pub struct CampaignRow {
     pub updated_at: String,
     /// The latest planned instant the calendar dealt with.
     pub last_planned_at: String,
+    /// JSON `{url, duration_s, fallback_audio_id?}` when the campaign relays a stream.
+    pub relay: Option<String>,
 }
 
 /// Airtime of one group in a report.
@@ -51,8 +53,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO campaigns (id, title, topic, audio_ids, targets, schedule, priority,
                  repeat, on_interrupt, approval, approved_at, paused, source, source_path,
-                 created_at, updated_at, last_planned_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, updated_at, last_planned_at, relay)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.title)
@@ -71,6 +73,7 @@ impl Store {
         .bind(&c.created_at)
         .bind(&c.updated_at)
         .bind(&c.last_planned_at)
+        .bind(&c.relay)
         .execute(&self.pool)
         .await
         .map_err(conflict_or_db)?;
@@ -82,7 +85,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE campaigns SET title = ?2, topic = ?3, audio_ids = ?4, targets = ?5,
                  schedule = ?6, priority = ?7, repeat = ?8, on_interrupt = ?9, approval = ?10,
-                 approved_at = ?11, paused = ?12, source_path = ?13, updated_at = ?14
+                 approved_at = ?11, paused = ?12, source_path = ?13, updated_at = ?14,
+                 relay = ?15
              WHERE id = ?1",
         )
         .bind(&c.id)
@@ -99,6 +103,7 @@ impl Store {
         .bind(c.paused)
         .bind(&c.source_path)
         .bind(&c.updated_at)
+        .bind(&c.relay)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

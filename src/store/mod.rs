@@ -13,11 +13,13 @@ mod asrun;
 mod campaigns;
 mod emergency;
 mod health;
+mod relay;
 mod users;
 pub use asrun::Played;
 pub use campaigns::{AirtimeGroup, AirtimeRow, CampaignRow};
 pub use emergency::{AuditEntry, AuditRow, CapAlertRow, EmergencyRow};
 pub use health::{HealthTransitionRow, NewTransition};
+pub use relay::RelayEventRow;
 pub use users::UserRow;
 
 /// Errors from the store.
@@ -112,6 +114,9 @@ pub struct BroadcastRow {
     pub topic: Option<String>,
     /// Aired after its planned instant (caught up after a restart).
     pub late: bool,
+    /// JSON `{url, duration_s, fallback_audio_id?}` of a relayed stream; `None` for
+    /// announcements.
+    pub relay: Option<String>,
 }
 
 /// A higher priority cut into a broadcast on one cluster.
@@ -454,8 +459,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO broadcasts (id, status, priority, repeat, audio_ids, targets, detail,
                                      created_at, started_at, ended_at, on_interrupt,
-                                     campaign_id, planned_at, topic, late)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     campaign_id, planned_at, topic, late, relay)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&b.id)
         .bind(&b.status)
@@ -472,6 +477,7 @@ impl Store {
         .bind(&b.planned_at)
         .bind(&b.topic)
         .bind(b.late)
+        .bind(&b.relay)
         .execute(&mut *tx)
         .await?;
         for c in clusters {
