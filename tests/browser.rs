@@ -76,8 +76,8 @@ async fn officer_works(page: &Page, app: &TestApp, token: &str) -> Result<(), St
     let audio_id = officer_uploads(page, app).await?;
     let campaign = officer_builds_a_campaign(page, &audio_id).await?;
     officer_approves_and_reads_the_week(page, app, &campaign, &audio_id).await?;
-    page.scroll_to("#campaign-days", "start").await?;
-    page.shot("officer").await
+    page.shot("officer", Some(("#campaign-days", "start")))
+        .await
 }
 
 /// Through the file input (what a keyboard user does; dropping a file lands in the same
@@ -356,8 +356,8 @@ async fn operator_works(
     check(packets.count() == 0, || {
         "the cluster received audio before the confirmation".into()
     })?;
-    page.scroll_to("#emergency-confirm-box", "end").await?;
-    page.shot("operator").await?;
+    page.shot("operator", Some(("#emergency-confirm-box", "end")))
+        .await?;
 
     // The second, different action sends it.
     page.click("#emergency-confirm").await?;
@@ -519,7 +519,7 @@ async fn a_technician_sees_a_cluster_go_offline_live() {
     create_area(&app, "xa", "Xã Vĩnh Hòa", "commune", None).await;
     let cluster = create_cluster(&app).await;
     let id = cluster["id"].as_str().expect("cluster id").to_string();
-    let token = create_user(&app, "Kỹ thuật viên", "technician", "xa", false).await;
+    let token = create_user(&app, "Anh Tuấn", "technician", "xa", false).await;
 
     let mut agent = start_agent(&app, &cluster);
     let health = wait_health(&app, &id, "online", ONLINE_WITHIN).await;
@@ -576,7 +576,7 @@ async fn technician_watches(
     check(offline == "1", || {
         format!("offline count is {offline:?} after {took:?}")
     })?;
-    page.shot("technician").await?;
+    page.shot("technician", None).await?;
 
     page.click("#lang").await?;
     page.find(r#"html[lang="en"]"#, PAGE_WITHIN).await?;
@@ -979,8 +979,9 @@ impl Page {
     }
 
     /// With `LOAXA_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` at a modest size
-    /// (the README's pictures); otherwise does nothing.
-    async fn shot(&self, name: &str) -> Result<(), String> {
+    /// (the README's pictures), first scrolling `scroll` = (element, `start`|`end`) into
+    /// view; otherwise does nothing.
+    async fn shot(&self, name: &str, scroll: Option<(&str, &str)>) -> Result<(), String> {
         let Some(dir) = std::env::var_os("LOAXA_SCREENSHOTS") else {
             return Ok(());
         };
@@ -1002,6 +1003,9 @@ impl Page {
             self.client.set_window_size(frame(0, w), frame(1, h)).await,
             "resize",
         )?;
+        if let Some((css, block)) = scroll {
+            self.scroll_to(css, block).await?;
+        }
         let png = ctx(self.client.screenshot().await, "screenshot")?;
         let path = PathBuf::from(dir).join(format!("{name}.png"));
         std::fs::create_dir_all(path.parent().expect("dir"))
