@@ -511,3 +511,80 @@ async fn the_as_run_log_filters_by_time_and_area() {
         .unwrap();
     assert_problem(r, 409, None).await;
 }
+
+#[tokio::test]
+async fn a_schedule_preview_lists_the_next_airings_and_quiet_hour_clashes_and_names_a_bad_rule() {
+    let app = spawn_app_with_config_env("", &[("LOAXA_QUIET_HOURS", "22:00-05:00")]).await;
+    // Mondays and Wednesdays at 06:30, read in the site's timezone (Asia/Ho_Chi_Minh).
+    let r = app
+        .post_json(
+            "/api/v1/schedule/preview",
+            &json!({"cron": ["30 6 * * 1,3"], "from": "2026-12-01T00:00:00+07:00", "count": 4}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["timezone"], "Asia/Ho_Chi_Minh");
+    assert_eq!(v["cron"], json!(["30 6 * * 1,3"]));
+    assert_eq!(
+        v["next"],
+        json!([
+            "2026-12-02T06:30:00+07:00",
+            "2026-12-07T06:30:00+07:00",
+            "2026-12-09T06:30:00+07:00",
+            "2026-12-14T06:30:00+07:00"
+        ])
+    );
+    assert_eq!(v["quiet_hours"], "22:00-05:00");
+    assert_eq!(v["quiet_hours_clash"], json!([]));
+
+    // The date window bounds it; a rule at 23:00 runs into quiet hours.
+    let r = app
+        .post_json(
+            "/api/v1/schedule/preview",
+            &json!({"cron": ["0 23 * * *"], "from": "2026-12-01T00:00:00+07:00",
+                    "starts_on": "2026-12-30", "ends_on": "2026-12-31"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["next"],
+        json!(["2026-12-30T23:00:00+07:00", "2026-12-31T23:00:00+07:00"])
+    );
+    assert_eq!(v["quiet_hours_clash"], v["next"]);
+
+    // Bad input is named by field, as the request names it.
+    let r = app
+        .post_json("/api/v1/schedule/preview", &json!({"cron": ["61 6 * * *"]}))
+        .await;
+    let body = assert_problem(r, 422, Some("cron[0]")).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("cron[0]"),
+        "{body}"
+    );
+    let r = app
+        .post_json(
+            "/api/v1/schedule/preview",
+            &json!({"cron": ["0 6 * * *"], "timezone": "Mars/Olympus", "count": 0,
+                    "audio_ids": ["nope"]}),
+        )
+        .await;
+    let body = assert_problem(r, 422, Some("timezone")).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"count") && fields.contains(&"audio_ids[0]"),
+        "{fields:?}"
+    );
+    let r = app
+        .post_json("/api/v1/schedule/preview", &json!({"cron": []}))
+        .await;
+    assert_problem(r, 422, Some("cron")).await;
+    // A preview stores nothing.
+    assert_eq!(app.json_ok("/api/v1/campaigns").await, json!([]));
+}

@@ -120,6 +120,12 @@ const TABLE: &[(&str, &str, &[&str], bool)] = &[
         &[OPERATOR, OFFICER],
         true,
     ),
+    (
+        "POST",
+        "/api/v1/schedule/preview",
+        &[OPERATOR, OFFICER],
+        false,
+    ),
     ("GET", "/api/v1/emergency", &[OPERATOR], false),
     ("POST", "/api/v1/emergency", &[OPERATOR], true),
     ("GET", "/api/v1/emergency/{id}", &[OPERATOR], true),
@@ -363,6 +369,10 @@ async fn request(w: &World, method: &str, template: &str, s: &Side) -> (String, 
             Some(json!({"paused": true})),
         ),
         (_, t) if t.starts_with("/api/v1/campaigns/{id}") => (t.replace("{id}", &s.campaign), None),
+        ("POST", "/api/v1/schedule/preview") => (
+            template.into(),
+            Some(json!({"cron": ["0 6 * * 1-5"], "count": 3})),
+        ),
         ("POST", "/api/v1/emergency") => (
             template.into(),
             Some(json!({"audio_id": w.audio, "targets": {"areas": [s.area]}})),

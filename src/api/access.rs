@@ -101,6 +101,7 @@ pub const POLICY: &[(&str, &str, &[Role])] = &[
     ("DELETE", "/api/v1/campaigns/{id}", &[A, OP, OF]),
     ("POST", "/api/v1/campaigns/{id}/approve", &[A, OP, OF]),
     ("GET", "/api/v1/campaigns/{id}/occurrences", &[A, OP, OF]),
+    ("POST", "/api/v1/schedule/preview", &[A, OP, OF]),
     ("GET", "/api/v1/emergency", &[A, OP]),
     ("POST", "/api/v1/emergency", &[A, OP]),
     ("GET", "/api/v1/emergency/{id}", &[A, OP]),

@@ -91,13 +91,16 @@ pub struct Me {
     /// The root of the caller's scope (`null`: everywhere).
     area_code: Option<String>,
     can_approve: bool,
+    /// The site's timezone (IANA name): the dashboard shows times and days in it.
+    timezone: String,
 }
 
 /// Who the bearer token belongs to: the dashboard shows what this role may do.
 #[utoipa::path(get, path = "/api/v1/me", tag = "dashboard", security(("bearer" = [])),
     responses((status = 200, body = Me)))]
-async fn me(Extension(principal): Extension<Principal>) -> Json<Me> {
+async fn me(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Json<Me> {
     Json(Me {
+        timezone: state.config.timezone().name().to_string(),
         area_code: match &principal.scope {
             Scope::Global => None,
             Scope::Subtree { root, .. } => Some(root.clone()),

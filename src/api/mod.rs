@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod emergency;
 pub mod health;
 pub mod metrics;
+pub mod preview;
 pub mod problem;
 pub mod reports;
 pub mod system;
@@ -120,6 +121,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(clusters::router())
         .merge(broadcasts::router())
         .merge(campaigns::router())
+        .merge(preview::router())
         .merge(reports::router())
         .merge(audit::router())
         .merge(health::router())
