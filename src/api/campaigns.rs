@@ -306,10 +306,9 @@ pub(crate) fn airs_in_quiet_hours(
     }
 }
 
-/// The first occurrences in quiet hours within the check horizon.
 /// The first occurrences in quiet hours within the check horizon (and the first
 /// [`MAX_CHECKED`] occurrences). CPU work: run off the reactor.
-async fn quiet_clashes(
+pub(crate) async fn quiet_clashes(
     state: &AppState,
     schedule: &Schedule,
     length: TimeDelta,

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::areas::validation;
-use super::campaigns::{ScheduleSpec, airs_in_quiet_hours, parse_schedule, programme_length};
+use super::campaigns::{ScheduleSpec, parse_schedule, programme_length, quiet_clashes};
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
 use crate::store::StoreError;
 
@@ -25,12 +25,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 const DEFAULT_COUNT: u32 = 10;
 /// Most occurrences one preview lists.
 const MAX_COUNT: u32 = 100;
-/// Quiet-hours clashes listed (the campaign itself would be refused on the first).
-const MAX_CLASHES: usize = 5;
-/// How far ahead clashes are looked for: the horizon a campaign is checked over.
+/// How far ahead occurrences are looked for: the horizon a campaign is checked over.
 const CLASH_HORIZON_DAYS: i64 = 366;
-/// Most occurrences a clash check examines (a per-second rule has 31 million a year).
-const MAX_CHECKED: usize = 100_000;
 /// Most audio ids whose length counts in the clash check (as for a campaign).
 const MAX_AUDIO: usize = 50;
 
@@ -134,30 +130,22 @@ async fn preview_schedule(
     let (Some(schedule), Some(from), true) = (schedule, from, errors.is_empty()) else {
         return Err(validation(errors));
     };
-    let quiet = state.config.quiet_hours();
-    let site_tz = state.config.timezone();
     let length = programme_length(&audio, 1, state.config.audio.gap_ms);
-    // Walking up to a year of a dense rule is CPU work: off the reactor.
-    let (next, clashes) = {
+    // Walking a dense rule is CPU work: off the reactor.
+    let next = {
         let schedule = schedule.clone();
         tokio::task::spawn_blocking(move || {
-            let horizon = from + TimeDelta::days(CLASH_HORIZON_DAYS);
-            let next = schedule.occurrences(from, horizon, count as usize);
-            let clashes: Vec<DateTime<Utc>> = match &quiet {
-                // Quiet hours are the site's, in the config's timezone, whatever the rules'.
-                Some(q) => schedule
-                    .occurrences_iter(from, horizon)
-                    .take(MAX_CHECKED)
-                    .filter(|t| airs_in_quiet_hours(q, site_tz, *t, length))
-                    .take(MAX_CLASHES)
-                    .collect(),
-                None => Vec::new(),
-            };
-            (next, clashes)
+            schedule.occurrences(
+                from,
+                from + TimeDelta::days(CLASH_HORIZON_DAYS),
+                count as usize,
+            )
         })
         .await
         .map_err(ApiError::internal)?
     };
+    // The same check that refuses a campaign, so the page warns of exactly that.
+    let clashes = quiet_clashes(&state, &schedule, length, from).await?;
     let local = |t: &DateTime<Utc>| {
         t.with_timezone(&schedule.timezone)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
@@ -170,7 +158,7 @@ async fn preview_schedule(
             .collect(),
         timezone: schedule.timezone.name().to_string(),
         next: next.iter().map(local).collect(),
-        quiet_hours: quiet.map(|q| q.to_string()),
+        quiet_hours: state.config.quiet_hours().map(|q| q.to_string()),
         quiet_hours_clash: clashes.iter().map(local).collect(),
     }))
 }
