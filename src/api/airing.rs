@@ -123,32 +123,6 @@ pub(crate) async fn prepare_and_play(state: AppState, id: String, airing: Airing
     }
 }
 
-/// The end of a relay's window: `duration_s` after its start, or earlier where quiet
-/// hours begin (only emergencies air then).
-pub(crate) fn relay_window_end(state: &AppState, start: SystemTime, duration_s: u32) -> SystemTime {
-    let end = start + std::time::Duration::from_secs(u64::from(duration_s));
-    let Some(quiet) = state.config.quiet_hours() else {
-        return end;
-    };
-    let tz = state.config.timezone();
-    let (start, end_utc) = (
-        chrono::DateTime::<chrono::Utc>::from(start),
-        chrono::DateTime::<chrono::Utc>::from(end),
-    );
-    // Quiet hours are set in minutes: the first minute boundary inside them is the end.
-    let mut t = start;
-    while t < end_utc {
-        if quiet.contains(t.with_timezone(&tz).time()) {
-            return SystemTime::from(t.max(start));
-        }
-        let next_minute =
-            t + chrono::TimeDelta::seconds(60 - i64::from(chrono::Timelike::second(&t)));
-        t = chrono::DurationRound::duration_trunc(next_minute, chrono::TimeDelta::minutes(1))
-            .unwrap_or(next_minute);
-    }
-    end
-}
-
 /// A relay's live feeds (one per codec and packet size), its clusters' targets reading
 /// them, and the job that fills them.
 async fn relay_targets(
@@ -212,7 +186,12 @@ async fn relay_targets(
     let job = crate::relay::Job {
         broadcast: id.to_string(),
         url,
-        ends_at: relay_window_end(state, start, spec.duration_s),
+        ends_at: SystemTime::from(crate::relay::window_end(
+            start.into(),
+            spec.duration_s,
+            state.config.quiet_hours().as_ref(),
+            state.config.timezone(),
+        )),
         outputs,
         fallback,
     };

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use crate::api::AppState;
 use crate::config::RelayConfig;
 use crate::playout::LiveFeed;
+use crate::schedule::QuietHours;
 use decode::{ByteChannel, StreamError, StreamFormat, decode_stream, looks_like_text};
 use pipeline::{Meter, Output, Pipeline};
 
@@ -86,6 +88,31 @@ impl RelaySpec {
         }
         out
     }
+}
+
+/// The end of a relay window opening at `start`: `duration_s` later, or earlier where
+/// quiet hours (the site's, in `tz`) begin, since only emergencies air then.
+pub fn window_end(
+    start: DateTime<Utc>,
+    duration_s: u32,
+    quiet: Option<&QuietHours>,
+    tz: chrono_tz::Tz,
+) -> DateTime<Utc> {
+    let end = start + TimeDelta::seconds(i64::from(duration_s));
+    let Some(quiet) = quiet else {
+        return end;
+    };
+    // Quiet hours are set in minutes: the window ends at the first instant inside them,
+    // looked for at the start and then at each minute boundary.
+    let mut t = start;
+    while t < end {
+        if quiet.contains(t.with_timezone(&tz).time()) {
+            return t;
+        }
+        let next = t + TimeDelta::minutes(1);
+        t = next.duration_trunc(TimeDelta::minutes(1)).unwrap_or(next);
+    }
+    end
 }
 
 fn host_allowed(config: &RelayConfig, host: &str) -> bool {
@@ -771,4 +798,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_window_ends_after_its_duration_or_where_quiet_hours_begin() {
+        let tz = chrono_tz::Asia::Ho_Chi_Minh;
+        let quiet = QuietHours::parse("22:00-05:00").unwrap();
+        // 21:30 in Hanoi for an hour: cut at 22:00.
+        let start = at("2026-12-01T21:30:15+07:00");
+        assert_eq!(
+            window_end(start, 3600, quiet.as_ref(), tz),
+            at("2026-12-01T22:00:00+07:00")
+        );
+        // 05:30 for half an hour: clear of them.
+        let start = at("2026-12-02T05:30:00+07:00");
+        assert_eq!(
+            window_end(start, 1800, quiet.as_ref(), tz),
+            at("2026-12-02T06:00:00+07:00")
+        );
+        // Starting inside them: over at once.
+        let start = at("2026-12-02T04:59:30+07:00");
+        assert_eq!(window_end(start, 600, quiet.as_ref(), tz), start);
+        // No quiet hours: the full window.
+        assert_eq!(
+            window_end(start, 600, None, tz),
+            at("2026-12-02T05:09:30+07:00")
+        );
+        // A relay window is bounded (a day at most), so the walk is too.
+        let relay = RelaySpec {
+            url: "http://radio.example/vov1.mp3".into(),
+            duration_s: MAX_DURATION_S + 1,
+            fallback_audio_id: None,
+        };
+        let config = RelayConfig {
+            allowed_hosts: vec!["radio.example".into()],
+            ..RelayConfig::default()
+        };
+        assert_eq!(relay.problems(&config)[0].0, "duration_s");
+    }
 }
