@@ -5,9 +5,10 @@
 //! the station sent that audio. Median and p90 over every packet of several relays.
 //!
 //! The peer, measured in the same run on the same station: ffmpeg reading the same URL
-//! with its lowest-latency input options (`-fflags nobuffer -probesize 32
-//! -analyzeduration 0`) and sending PCMU over RTP, i.e. a decoder with no cushion and no
-//! levelling. The ratio says what the relay's cushion (`[relay] buffer_ms`), levelling
+//! with low-latency input options (`-seekable 0 -fflags nobuffer -probesize 4096
+//! -analyzeduration 100000 -f mp3`; with `-probesize 32 -analyzeduration 0` it holds
+//! everything back until its `-t` is reached) and sending PCMU over RTP as it decodes,
+//! i.e. a decoder with no cushion and no levelling. The ratio says what the relay's cushion (`[relay] buffer_ms`), levelling
 //! and pacing add.
 //!
 //! Run: `cargo bench --bench relay -- --rounds 3 --seconds 8 --buffer-ms 500`
@@ -49,25 +50,26 @@ fn collect(rx: &Receiver, limit: Duration) -> Vec<Datagram> {
     out
 }
 
-/// Latencies (ms) of the packets received, matched against the station's programme; the
-/// connection is the newest the station served on `path`.
+/// Latencies (ms) of the audio received, in 20 ms windows matched against the station's
+/// programme; the connection is the newest the station served on `path`. A window has
+/// arrived when the packet holding its last sample has (ffmpeg's packets are not 20 ms).
 fn measure(station: &Station, path: &str, packets: &[Datagram], reference: &[f64]) -> Vec<f64> {
+    let mut audio: Vec<f32> = Vec::new();
+    let mut arrived: Vec<Instant> = Vec::new();
+    for d in packets {
+        let (_, payload) = parse_rtp(&d.bytes);
+        for &b in payload {
+            audio.push(f32::from(loaxa::codec::g711::ulaw_decode(b)) / 32768.0);
+            arrived.push(d.at);
+        }
+    }
     // Steady state only: skip the first second (the cushion filling).
-    let packets = packets.get(50..).unwrap_or_default();
-    if packets.len() < 100 {
+    let skip = 8000.min(audio.len());
+    let (audio, arrived) = (&audio[skip..], &arrived[skip..]);
+    if audio.len() < 16_000 {
         return Vec::new();
     }
-    let audio: Vec<f32> = packets
-        .iter()
-        .flat_map(|d| {
-            let (_, payload) = parse_rtp(&d.bytes);
-            payload
-                .iter()
-                .map(|&b| f32::from(loaxa::codec::g711::ulaw_decode(b)) / 32768.0)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let received = envelope(&audio, 160);
+    let received = envelope(audio, 160);
     let looped: Vec<f64> = reference.iter().chain(reference).copied().collect();
     let n = received.len().min(reference.len());
     let (lag, fit) = (0..reference.len())
@@ -79,15 +81,15 @@ fn measure(station: &Station, path: &str, packets: &[Datagram], reference: &[f64
         return Vec::new();
     }
     let conn = station.served(path).last().cloned().expect("a connection");
-    let arrivals: Vec<Instant> = packets.iter().map(|d| d.at).collect();
-    latencies_ms(&arrivals, lag, reference.len(), &conn)
+    let windows: Vec<Instant> = arrived.chunks(160).map(|w| w[w.len() - 1]).collect();
+    latencies_ms(&windows, lag, reference.len(), &conn)
 }
 
 fn summary(name: &str, all: &mut [f64]) -> f64 {
     all.sort_by(f64::total_cmp);
     let median = all[all.len() / 2];
     println!(
-        "{name:<8} packets {:>5}  latency median {median:>6.0} ms  p90 {:>6.0} ms  max {:>6.0} ms",
+        "{name:<8} windows {:>5}  latency median {median:>6.0} ms  p90 {:>6.0} ms  max {:>6.0} ms",
         all.len(),
         all[all.len() * 9 / 10],
         all[all.len() - 1]
@@ -126,7 +128,7 @@ async fn main() {
             .await
             .unwrap();
         let l = measure(&station, "/live.mp3", &packets, &reference);
-        eprintln!("  round {round} loaxa: {} packets measured", l.len());
+        eprintln!("  round {round} loaxa: {} windows measured", l.len());
         ours.extend(l);
 
         // ffmpeg: the same stream, straight to RTP.
@@ -138,12 +140,16 @@ async fn main() {
                 "-hide_banner",
                 "-loglevel",
                 "error",
+                "-seekable",
+                "0",
                 "-fflags",
                 "nobuffer",
                 "-probesize",
-                "32",
+                "4096",
                 "-analyzeduration",
-                "0",
+                "100000",
+                "-f",
+                "mp3",
                 "-i",
             ])
             .arg(station.url("/live.mp3"))
@@ -157,7 +163,13 @@ async fn main() {
                 "-c:a",
                 "pcm_mulaw",
             ])
-            .args(["-f", "rtp", &format!("rtp://{addr}?pkt_size=172")])
+            .args([
+                "-flush_packets",
+                "1",
+                "-f",
+                "rtp",
+                &format!("rtp://{addr}?pkt_size=172"),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("ffmpeg");
@@ -166,8 +178,24 @@ async fn main() {
             .unwrap();
         let _ = ffmpeg.kill();
         let _ = ffmpeg.wait();
+        if let (Some(first), Some(last), Some(conn)) = (
+            packets.first(),
+            packets.last(),
+            station.served("/live.mp3").last(),
+        ) {
+            eprintln!(
+                "  round {round} ffmpeg: packets from {:.2} s to {:.2} s after it connected",
+                (first.at - conn.at).as_secs_f64(),
+                (last.at - conn.at).as_secs_f64()
+            );
+        }
         let l = measure(&station, "/live.mp3", &packets, &reference);
-        eprintln!("  round {round} ffmpeg: {} packets measured", l.len());
+        eprintln!(
+            "  round {round} ffmpeg: {} windows measured over {} packets, {} connections so far",
+            l.len(),
+            packets.len(),
+            station.served("/live.mp3").len()
+        );
         theirs.extend(l);
     }
     if ours.is_empty() || theirs.is_empty() {
