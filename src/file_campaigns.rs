@@ -140,13 +140,24 @@ async fn upsert(state: &AppState, loaded: &LoadedFile) -> anyhow::Result<()> {
         created_at: now.clone(),
         updated_at: now.clone(),
         last_planned_at: now,
-        relay: None,
+        relay: file
+            .relay
+            .as_ref()
+            .map(|r| {
+                serde_json::to_string(&crate::relay::RelaySpec {
+                    url: r.url.clone(),
+                    duration_s: r.duration_s,
+                    fallback_audio_id: None,
+                })
+            })
+            .transpose()?,
     };
     match state.store.campaign(&row.id).await {
         Ok(old) => {
             let same = old.title == row.title
                 && old.topic == row.topic
                 && old.audio_ids == row.audio_ids
+                && old.relay == row.relay
                 && old.targets == row.targets
                 && old.schedule == row.schedule
                 && old.priority == row.priority

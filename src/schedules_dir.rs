@@ -115,9 +115,12 @@ impl LoadedFile {
             .unwrap_or_else(|| self.id.trim_start_matches(CAMPAIGN_ID_PREFIX))
     }
 
-    /// The length of one airing: every item, the gaps between them, `repeat` times.
-    /// Items whose length is unknown count as zero.
+    /// The length of one airing: a relay's window, or every item, the gaps between them,
+    /// `repeat` times. Items whose length is unknown count as zero.
     pub fn programme_length(&self, gap_ms: u32) -> TimeDelta {
+        if let Some(relay) = &self.file.relay {
+            return TimeDelta::seconds(i64::from(relay.duration_s));
+        }
         let items: u64 = self.audio.iter().filter_map(|a| a.duration_ms).sum();
         let repeat = u64::from(self.file.repeat);
         let gaps = (self.audio.len() as u64 * repeat).saturating_sub(1) * u64::from(gap_ms);
@@ -274,6 +277,22 @@ fn read_file(
     });
     if let (Some(loaded), Some(quiet)) = (&parsed, config.quiet_hours()) {
         errors.extend(quiet_hours_error(loaded, &quiet, config.audio.gap_ms, now));
+    }
+    // A relay's host must be one the config allows (as through the API).
+    if let Some(loaded) = &parsed
+        && let Some(relay) = &loaded.file.relay
+    {
+        let spec = crate::relay::RelaySpec {
+            url: relay.url.clone(),
+            duration_s: relay.duration_s,
+            fallback_audio_id: None,
+        };
+        for (field, reason) in spec.problems(&config.relay) {
+            errors.push(FileError::new(
+                loaded.file.lines.relay,
+                format!("`relay.{field}`: {reason}"),
+            ));
+        }
     }
     sort_errors(&mut errors);
     FileReport {

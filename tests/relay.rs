@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use station::{Station, decoded, latencies_ms};
 
 /// Relay settings short enough for tests.
-fn config(station: SocketAddr, fallback_after_s: f64) -> String {
+fn config_text(station: SocketAddr, fallback_after_s: f64) -> String {
     format!(
         "[relay]\nallowed_hosts = [\"127.0.0.1\"]\nbuffer_ms = 300\nstall_s = 1.0\n\
          silence_s = 1.5\nfallback_after_s = {fallback_after_s}\nreconnect_max_s = 1.0\n\
@@ -70,7 +70,7 @@ async fn setup(station: &Station) -> (TestApp, Receiver, String) {
 }
 
 async fn setup_with(station: &Station, fallback_after_s: f64) -> (TestApp, Receiver, String) {
-    let app = spawn_app_with_config(&config(station.addr, fallback_after_s)).await;
+    let app = spawn_app_with_config(&config_text(station.addr, fallback_after_s)).await;
     app.create_area("xa", None).await;
     let rx = Receiver::bind();
     let cluster = app.create_cluster("xa", "pcmu", rx.addr()).await;
@@ -459,7 +459,7 @@ async fn a_relay_campaign_airs_only_inside_its_window() {
 async fn relay_requests_are_checked_whole() {
     let station = Station::start().await;
     let app = spawn_app_with_config_env(
-        &config(station.addr, 2.5),
+        &config_text(station.addr, 2.5),
         &[("LOAXA_QUIET_HOURS", "22:00-05:00")],
     )
     .await;
@@ -529,4 +529,44 @@ async fn relay_requests_are_checked_whole() {
     // Nothing was aired or recorded by the refused requests.
     let log = app.json_ok("/api/v1/broadcasts").await;
     assert_eq!(log.as_array().unwrap().len(), 0, "{log}");
+}
+
+#[tokio::test]
+async fn a_relay_campaign_can_come_from_a_schedule_file() {
+    let station = Station::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("schedules")).unwrap();
+    std::fs::write(
+        dir.path().join("schedules/tiep-song.toml"),
+        format!(
+            "title = \"Tiếp sóng Đài TNVN\"\nrelay = {{ url = \"{}\", duration_s = 1800 }}\n\
+             targets = {{ areas = [\"xa\"] }}\npriority = \"live\"\n\
+             [schedule]\ncron = [\"30 5 * * *\"]\n",
+            station.url("/live.mp3")
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("loaxa.toml");
+    std::fs::write(&config, config_text(station.addr, 2.5)).unwrap();
+    let app = spawn_app_with(dir, &config, &[]).await;
+    // Its area does not exist yet, so the file waits; created, a SIGHUP loads it.
+    app.create_area("xa", None).await;
+    let pid = app.child.as_ref().unwrap().id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    assert!(hup.unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let campaigns = loop {
+        let campaigns = app.json_ok("/api/v1/campaigns").await;
+        if campaigns.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break campaigns;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let c = &campaigns[0];
+    assert_eq!(c["source"], "file", "{campaigns}");
+    assert_eq!(c["relay"]["url"], station.url("/live.mp3"), "{campaigns}");
+    assert_eq!(c["relay"]["duration_s"], 1800);
+    assert_eq!(c["audio_ids"].as_array().unwrap().len(), 0);
 }

@@ -347,3 +347,38 @@ fn a_missing_directory_or_a_bad_config_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("quiet_hours"), "{}", stderr(&out));
 }
+
+const RELAY: &str = r#"title = "Tiếp sóng Đài TNVN"
+relay = { url = "http://radio.example.vn:8000/vov1.mp3", duration_s = 1800 }
+targets = { areas = ["xa-vinh-hoa"] }
+priority = "live"
+
+[schedule]
+cron = ["30 21 * * *"]
+timezone = "Asia/Ho_Chi_Minh"
+"#;
+
+#[test]
+fn a_relay_file_is_checked_for_its_host_and_its_whole_window() {
+    let dir = schedules(&[("tiep-song.toml", RELAY)]);
+    // The host must be allowed by the config, as through the API.
+    let out = check(dir.path(), Some("[schedule]\nquiet_hours = \"\"\n"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, line, reason) = single_error(&out);
+    assert_eq!(line, 2);
+    assert!(reason.contains("not in relay.allowed_hosts"), "{reason}");
+    // Allowed, and its 30 min window from 21:30 runs into quiet hours at 22:00.
+    let allowed = "[relay]\nallowed_hosts = [\"radio.example.vn\"]\n";
+    let quiet = format!("{allowed}[schedule]\nquiet_hours = \"22:00-05:00\"\n");
+    let out = check(dir.path(), Some(&quiet), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, line, reason) = single_error(&out);
+    assert_eq!(line, 7);
+    assert!(reason.contains("quiet hours"), "{reason}");
+    // At 05:30 it is clear of them: valid.
+    let morning = RELAY.replace("30 21 * * *", "30 5 * * *");
+    let dir = schedules(&[("tiep-song.toml", &morning)]);
+    let out = check(dir.path(), Some(&quiet), &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).contains("05:30:00 +07:00"), "{}", stdout(&out));
+}

@@ -30,10 +30,11 @@ pub const PRIORITIES: [&str; 4] = ["scheduled", "background", "priority", "live"
 /// What may become of an airing cut into by a higher priority.
 pub const INTERRUPTIONS: [&str; 3] = ["restart", "resume", "drop"];
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "title",
     "topic",
     "audio",
+    "relay",
     "targets",
     "priority",
     "repeat",
@@ -42,6 +43,9 @@ const TOP_KEYS: [&str; 8] = [
 ];
 const SCHEDULE_KEYS: [&str; 4] = ["cron", "timezone", "starts_on", "ends_on"];
 const TARGET_KEYS: [&str; 2] = ["areas", "clusters"];
+const RELAY_KEYS: [&str; 2] = ["url", "duration_s"];
+/// Longest relay window from a file, as through the API: a day.
+pub const MAX_RELAY_S: u32 = 86_400;
 
 /// A campaign as one file describes it, checked as far as text alone allows.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +55,11 @@ pub struct ScheduleFile {
     /// 1 to 100 characters, trimmed; `None` when the file has none (the caller picks a
     /// default, such as the campaign id).
     pub topic: Option<String>,
-    /// Audio files in airing order, as written (relative to the schedule file).
+    /// Audio files in airing order, as written (relative to the schedule file); empty
+    /// for a relay.
     pub audio: Vec<String>,
+    /// A live stream relayed for a window from each occurrence, in place of `audio`.
+    pub relay: Option<FileRelay>,
     pub targets: FileTargets,
     /// One of [`PRIORITIES`]; `scheduled` when absent.
     pub priority: String,
@@ -72,6 +79,14 @@ pub struct ScheduleFile {
     pub ends_on_text: Option<String>,
     /// Where the values checked later by the shell sit, to point errors at them.
     pub lines: FileLines,
+}
+
+/// `relay = { url = "http://...", duration_s = N }`: the URL is an http:// URL (whether
+/// its host is allowed is the shell's check, against the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRelay {
+    pub url: String,
+    pub duration_s: u32,
 }
 
 /// Where a campaign airs: areas (each with its whole subtree) and clusters. At least one
@@ -94,6 +109,8 @@ pub struct FileLines {
     pub clusters: Vec<usize>,
     /// Of the `cron` key: a quiet-hours clash is the rules' fault as a whole.
     pub cron: usize,
+    /// Of the relay's `url`, if the file relays a stream.
+    pub relay: usize,
 }
 
 /// The audio files, areas and clusters a file names, each with its line: what the shell
@@ -351,10 +368,16 @@ impl Checker<'_> {
             }
         };
         let topic = top.get("topic").map(|v| self.name("topic", v, 100));
-        let audio = match top.get("audio") {
-            Some(v) => self.audio(v),
-            None => {
-                missing(self, "audio");
+        let relay = top.get("relay").map(|v| self.relay(v));
+        let audio = match (top.get("audio"), &relay) {
+            (Some(v), None) => self.audio(v),
+            (Some(v), Some(_)) => {
+                self.error(v.span(), "give either `audio` or `relay`, not both");
+                None
+            }
+            (None, Some(_)) => Some((Vec::new(), Vec::new())),
+            (None, None) => {
+                missing(self, "audio` or `relay");
                 None
             }
         };
@@ -386,12 +409,20 @@ impl Checker<'_> {
         };
 
         let (audio, audio_lines) = audio?;
+        let (relay, relay_line) = match relay {
+            Some(r) => {
+                let (relay, line) = r?;
+                (Some(relay), line)
+            }
+            None => (None, 0),
+        };
         let (targets, area_lines, cluster_lines) = targets?;
         let parsed = self.schedule_parts(schedule?)?;
         Some(ScheduleFile {
             title: title?,
             topic: topic.flatten(),
             audio,
+            relay,
             targets,
             priority: priority?,
             repeat: repeat?,
@@ -406,6 +437,7 @@ impl Checker<'_> {
                 areas: area_lines,
                 clusters: cluster_lines,
                 cron: parsed.cron_line,
+                relay: relay_line,
             },
         })
     }
@@ -549,6 +581,88 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// `relay = { url, duration_s }`, with the line of its `url`.
+    fn relay(&mut self, value: &Value<'_>) -> Option<(FileRelay, usize)> {
+        let DeValue::Table(table) = value.get_ref() else {
+            let found = value.get_ref().type_str();
+            self.error(
+                value.span(),
+                format!(
+                    "`relay` must be a table such as {{ url = \"http://...\", duration_s = 1800 }}, not {}",
+                    article(found)
+                ),
+            );
+            return None;
+        };
+        let entries = self.entries(table, "relay", &RELAY_KEYS);
+        let url = match entries.get("url") {
+            Some(v) => {
+                let line = self.line(v.span());
+                self.string("relay.url", v).and_then(|text| {
+                    match reqwest::Url::parse(text.trim()) {
+                        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
+                            Some((text.trim().to_string(), line))
+                        }
+                        Ok(_) => {
+                            self.error(
+                                v.span(),
+                                "`relay.url` must be an http:// URL (https is not built in)",
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                v.span(),
+                                format!("`relay.url` `{text}` is not a URL ({e})"),
+                            );
+                            None
+                        }
+                    }
+                })
+            }
+            None => {
+                self.error(value.span(), "`relay.url` is missing (it is required)");
+                None
+            }
+        };
+        let duration = match entries.get("duration_s") {
+            Some(v) => {
+                match v.get_ref() {
+                    DeValue::Integer(n) => match i64::from_str_radix(n.as_str(), n.radix()) {
+                        Ok(n) if (1..=i64::from(MAX_RELAY_S)).contains(&n) => u32::try_from(n).ok(),
+                        _ => {
+                            self.error(
+                            v.span(),
+                            format!("`relay.duration_s` is {n}; it must be between 1 and {MAX_RELAY_S}"),
+                        );
+                            None
+                        }
+                    },
+                    other => {
+                        let found = other.type_str();
+                        self.error(
+                            v.span(),
+                            format!(
+                                "`relay.duration_s` must be a whole number of seconds, not {}",
+                                article(found)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            None => {
+                self.error(
+                    value.span(),
+                    "`relay.duration_s` is missing (it is required)",
+                );
+                None
+            }
+        };
+        let ((url, line), duration_s) = (url?, duration?);
+        Some((FileRelay { url, duration_s }, line))
     }
 
     fn audio(&mut self, value: &Value<'_>) -> Option<(Vec<String>, Vec<usize>)> {
@@ -866,6 +980,75 @@ ends_on = "2026-12-31"
         )
     }
 
+    const RELAY: &str = r#"title = "Tiếp sóng Đài TNVN"
+relay = { url = "http://radio.example.vn:8000/vov1.mp3", duration_s = 1800 }
+targets = { areas = ["xa-vinh-hoa"] }
+priority = "live"
+[schedule]
+cron = ["30 5 * * *"]
+"#;
+
+    #[test]
+    fn a_relay_stands_in_for_the_audio() {
+        let file = parse(RELAY).expect("valid");
+        assert_eq!(
+            file.relay,
+            Some(FileRelay {
+                url: "http://radio.example.vn:8000/vov1.mp3".into(),
+                duration_s: 1800
+            })
+        );
+        assert!(file.audio.is_empty());
+        assert_eq!(file.lines.relay, 2);
+        // Not both, and not neither.
+        let both = RELAY.replace("targets =", "audio = [\"a.mp3\"]\ntargets =");
+        let (line, reason) = error(&both);
+        assert_eq!(line, 3);
+        assert!(reason.contains("either `audio` or `relay`"), "{reason}");
+        let neither = RELAY.replace(
+            "relay = { url = \"http://radio.example.vn:8000/vov1.mp3\", duration_s = 1800 }\n",
+            "",
+        );
+        let (_, reason) = error(&neither);
+        assert!(reason.contains("`audio` or `relay` is missing"), "{reason}");
+    }
+
+    #[test]
+    fn a_bad_relay_is_refused_at_its_line() {
+        for (relay, expected) in [
+            (
+                r#"{ url = "https://radio.example.vn/vov1", duration_s = 60 }"#,
+                "http://",
+            ),
+            (r#"{ url = "radio", duration_s = 60 }"#, "is not a URL"),
+            (
+                r#"{ url = "http://radio.example.vn/vov1", duration_s = 0 }"#,
+                "between 1 and 86400",
+            ),
+            (
+                r#"{ url = "http://radio.example.vn/vov1", duration_s = "1800" }"#,
+                "whole number",
+            ),
+            (
+                r#"{ url = "http://radio.example.vn/vov1" }"#,
+                "`relay.duration_s` is missing",
+            ),
+            (
+                r#"{ url = "http://radio.example.vn/vov1", duration_s = 60, gain = 3 }"#,
+                "gain",
+            ),
+            ("\"http://radio.example.vn/vov1\"", "must be a table"),
+        ] {
+            let text = RELAY.replace(
+                r#"{ url = "http://radio.example.vn:8000/vov1.mp3", duration_s = 1800 }"#,
+                relay,
+            );
+            let (line, reason) = error(&text);
+            assert_eq!(line, 2, "{relay}: {reason}");
+            assert!(reason.contains(expected), "{relay}: {reason}");
+        }
+    }
+
     #[test]
     fn the_documented_example_parses_with_every_field() {
         let file = parse(VALID).expect("valid");
@@ -889,6 +1072,7 @@ ends_on = "2026-12-31"
                 areas: vec![5],
                 clusters: vec![],
                 cron: 9,
+                relay: 0,
             }
         );
         // 06:00 on 1 December in Hanoi is 23:00 UTC the day before.
