@@ -39,6 +39,28 @@ pub(crate) struct RelayAiring {
     pub window_start: Option<SystemTime>,
 }
 
+/// The library rows of the first `max` of `ids`, in order; each unknown id is pushed onto
+/// `errors` as `audio_ids[i]`.
+pub(crate) async fn lookup_audio(
+    state: &AppState,
+    ids: &[String],
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Result<Vec<AudioRow>, ApiError> {
+    let mut audio = Vec::with_capacity(ids.len().min(max));
+    for (i, id) in ids.iter().enumerate().take(max) {
+        match state.store.audio(id).await {
+            Ok(row) => audio.push(row),
+            Err(StoreError::NotFound) => errors.push(FieldError::new(
+                format!("audio_ids[{i}]"),
+                format!("audio `{id}` does not exist"),
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(audio)
+}
+
 /// The clusters `targets` names (areas expand to every cluster in their subtree, as they
 /// are now), by id; unknown areas and clusters are pushed onto `errors` by field.
 pub(crate) async fn resolve_clusters(

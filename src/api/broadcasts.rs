@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::access::{Principal, Role, audit, require_broadcast, require_targets};
-use super::airing::{Airing, RelayAiring, prepare_and_play, resolve_clusters};
+use super::airing::{Airing, RelayAiring, lookup_audio, prepare_and_play, resolve_clusters};
 use super::areas::validation;
 use super::problem::Query;
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
@@ -222,17 +222,7 @@ async fn create_broadcast(
             format!("must list 1 to {MAX_ITEMS} audio ids (or give a relay)"),
         ));
     }
-    let mut audio = Vec::new();
-    for (i, id) in body.audio_ids.iter().enumerate().take(MAX_ITEMS) {
-        match state.store.audio(id).await {
-            Ok(row) => audio.push(row),
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                format!("audio_ids[{i}]"),
-                format!("audio `{id}` does not exist"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let audio = lookup_audio(&state, &body.audio_ids, MAX_ITEMS, &mut errors).await?;
     if body.targets.areas.is_empty() && body.targets.clusters.is_empty() {
         errors.push(FieldError::new(
             "targets".to_string(),

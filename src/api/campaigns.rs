@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::access::{Principal, audit, require_targets};
-use super::airing::resolve_clusters;
+use super::airing::{lookup_audio, resolve_clusters};
 use super::areas::validation;
 use super::broadcasts::{Targets, check_relay};
 use super::problem::Query;
@@ -382,17 +382,7 @@ async fn validate(state: &AppState, draft: Draft<'_>) -> Result<Validated, ApiEr
             format!("must list 1 to {MAX_ITEMS} audio ids (or give a relay)"),
         ));
     }
-    let mut audio = Vec::new();
-    for (i, id) in audio_ids.iter().enumerate().take(MAX_ITEMS) {
-        match state.store.audio(id).await {
-            Ok(row) => audio.push(row),
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                format!("audio_ids[{i}]"),
-                format!("audio `{id}` does not exist"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let audio = lookup_audio(state, audio_ids, MAX_ITEMS, &mut errors).await?;
     if targets.areas.is_empty() && targets.clusters.is_empty() {
         errors.push(FieldError::new(
             "targets",

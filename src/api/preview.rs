@@ -12,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::airing::lookup_audio;
 use super::areas::validation;
 use super::campaigns::{ScheduleSpec, parse_schedule, programme_length, quiet_clashes};
 use super::problem::{ApiError, FieldError, JsonBody, Problem};
-use crate::store::StoreError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(preview_schedule))
@@ -116,17 +116,7 @@ async fn preview_schedule(
             format!("must list at most {MAX_AUDIO} audio ids"),
         ));
     }
-    let mut audio = Vec::new();
-    for (i, id) in ids.iter().enumerate().take(MAX_AUDIO) {
-        match state.store.audio(id).await {
-            Ok(row) => audio.push(row),
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                format!("audio_ids[{i}]"),
-                format!("audio `{id}` does not exist"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let audio = lookup_audio(&state, &ids, MAX_AUDIO, &mut errors).await?;
     let (Some(schedule), Some(from), true) = (schedule, from, errors.is_empty()) else {
         return Err(validation(errors));
     };
