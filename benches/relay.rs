@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use station::{Station, decoded, latencies_ms};
+use station::{Station, collect, decoded, latencies_ms};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -33,21 +33,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn collect(rx: &Receiver, limit: Duration) -> Vec<Datagram> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(n) = rx.rtp.recv(&mut buf) {
-            out.push(Datagram {
-                at: Instant::now(),
-                bytes: buf[..n].to_vec(),
-            });
-        }
-    }
-    out
 }
 
 /// Latencies (ms) of the audio received, in 20 ms windows matched against the station's
@@ -115,7 +100,8 @@ async fn main() {
         // loaxa: a relay broadcast to one PCMU cluster.
         let rx = Receiver::bind();
         let cluster = app.create_cluster("xa", "pcmu", rx.addr()).await;
-        let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(seconds + 1)));
+        let receiving =
+            tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(seconds + 1)));
         let r = app
             .post_json(
                 "/api/v1/broadcasts",
@@ -124,9 +110,7 @@ async fn main() {
             )
             .await;
         assert_eq!(r.status(), 202, "relay");
-        let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-            .await
-            .unwrap();
+        let packets = receiving.await.unwrap();
         let l = measure(&station, "/live.mp3", &packets, &reference);
         eprintln!("  round {round} loaxa: {} windows measured", l.len());
         ours.extend(l);
@@ -134,7 +118,8 @@ async fn main() {
         // ffmpeg: the same stream, straight to RTP.
         let rx = Receiver::bind();
         let addr = rx.addr();
-        let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(seconds + 1)));
+        let receiving =
+            tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(seconds + 1)));
         let mut ffmpeg = Command::new("ffmpeg")
             .args([
                 "-hide_banner",
@@ -173,9 +158,7 @@ async fn main() {
             .stdout(Stdio::null())
             .spawn()
             .expect("ffmpeg");
-        let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-            .await
-            .unwrap();
+        let packets = receiving.await.unwrap();
         let _ = ffmpeg.kill();
         let _ = ffmpeg.wait();
         if let (Some(first), Some(last), Some(conn)) = (

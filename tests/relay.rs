@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use station::{Station, decoded, latencies_ms};
+use station::{Station, collect, decoded, latencies_ms};
 
 /// Relay settings short enough for tests.
 fn config_text(station: SocketAddr, fallback_after_s: f64) -> String {
@@ -23,22 +23,6 @@ fn config_text(station: SocketAddr, fallback_after_s: f64) -> String {
          connect_timeout_s = 2.0\n[health]\nwebhooks = [\"http://{station}/hook\"]\n\
          webhook_attempts = 1\n[schedule]\napproval_required = false\n"
     )
-}
-
-/// RTP packets as they arrive on a receiver, for `limit`.
-fn collect(rx: &Receiver, limit: Duration) -> Vec<Datagram> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(n) = rx.rtp.recv(&mut buf) {
-            out.push(Datagram {
-                at: Instant::now(),
-                bytes: buf[..n].to_vec(),
-            });
-        }
-    }
-    out
 }
 
 fn pcmu_audio(packets: &[Datagram]) -> Vec<f32> {
@@ -132,11 +116,9 @@ async fn a_live_mp3_stream_airs_inside_its_window_and_sounds_like_the_station() 
     let station = Station::start().await;
     let (app, rx, cluster) = setup(&station).await;
     let asked = Instant::now();
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(6)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(6)));
     let id = relay(&app, &cluster, &station.url("/live.mp3"), 4).await;
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
 
     assert!(packets.len() > 120, "only {} packets aired", packets.len());
     // The window is 4 s from the request: the stream goes on, the air stops.
@@ -197,11 +179,9 @@ async fn a_live_mp3_stream_airs_inside_its_window_and_sounds_like_the_station() 
 async fn an_aac_stream_joined_mid_frame_is_relayed() {
     let station = Station::start().await;
     let (app, rx, cluster) = setup(&station).await;
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(4)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(4)));
     let id = relay(&app, &cluster, &station.url("/live.aac"), 3).await;
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
     assert!(packets.len() > 80, "only {} packets aired", packets.len());
     let reference = envelope(&decoded(&station.dir.path().join("live.aac")), 160);
     let (_, fit) = best_fit(&envelope(&pcmu_audio(&packets), 160), &reference);
@@ -217,11 +197,9 @@ async fn an_aac_stream_joined_mid_frame_is_relayed() {
 async fn a_dropped_connection_is_detected_reconnected_and_the_programme_goes_on() {
     let station = Station::start().await;
     let (app, rx, cluster) = setup(&station).await;
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(6)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(6)));
     let id = relay(&app, &cluster, &station.url("/drop.mp3"), 5).await;
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
     let b = finished(&app, &id).await;
     let ev = events(&b);
     assert!(
@@ -260,11 +238,9 @@ async fn a_stalled_connection_is_detected_within_seconds_and_the_relay_recovers(
     let station = Station::start().await;
     // Long enough a fallback delay that the reconnect wins the race.
     let (app, rx, cluster) = setup_with(&station, 6.0).await;
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(7)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(7)));
     let id = relay(&app, &cluster, &station.url("/stall.mp3"), 6).await;
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
     let b = finished(&app, &id).await;
     let ev = events(&b);
     let stalled = b["relay"]["events"]
@@ -302,7 +278,7 @@ async fn dead_air_falls_back_to_the_clip_and_raises_an_alert() {
     let (app, rx, cluster) = setup(&station).await;
     let clip = app.upload_ok(&fixture("announce-vi-8k.wav")).await;
     let clip_id = clip["id"].as_str().unwrap().to_string();
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(9)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(9)));
     let r = app
         .post_json(
             "/api/v1/broadcasts",
@@ -316,9 +292,7 @@ async fn dead_air_falls_back_to_the_clip_and_raises_an_alert() {
         .as_str()
         .unwrap()
         .to_string();
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
     let b = finished(&app, &id).await;
     let ev = events(&b);
     assert!(
@@ -356,16 +330,12 @@ async fn an_html_page_is_a_failure_never_aired_and_without_fallback_the_relay_st
     let (app, rx, cluster) = setup(&station).await;
     let rx2 = Receiver::bind();
     let cluster2 = app.create_cluster("xa", "pcmu", rx2.addr()).await;
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(5)));
-    let receiving2 = std::thread::spawn(move || collect(&rx2, Duration::from_secs(5)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(5)));
+    let receiving2 = tokio::task::spawn_blocking(move || collect(&rx2, Duration::from_secs(5)));
     let page = relay(&app, &cluster, &station.url("/error-page"), 20).await;
     let fake = relay(&app, &cluster2, &station.url("/fake.mp3"), 20).await;
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
-    let packets2 = tokio::task::spawn_blocking(move || receiving2.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
+    let packets2 = receiving2.await.unwrap();
     assert!(
         packets.is_empty(),
         "{} packets of an HTML page aired",
@@ -409,7 +379,7 @@ async fn a_relay_campaign_airs_only_inside_its_window() {
     let at = chrono::DurationRound::duration_trunc(at, chrono::TimeDelta::seconds(1)).unwrap();
     let rule = at.format("%S %M %H %d %m *").to_string();
     let planned = Instant::now() + (at - chrono::Utc::now()).to_std().unwrap();
-    let receiving = std::thread::spawn(move || collect(&rx, Duration::from_secs(8)));
+    let receiving = tokio::task::spawn_blocking(move || collect(&rx, Duration::from_secs(8)));
     let r = app
         .post_json(
             "/api/v1/campaigns",
@@ -423,9 +393,7 @@ async fn a_relay_campaign_airs_only_inside_its_window() {
     let campaign: Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(campaign["status"], "approved", "{body}");
     assert_eq!(campaign["relay"]["duration_s"], 3, "{body}");
-    let packets = tokio::task::spawn_blocking(move || receiving.join().unwrap())
-        .await
-        .unwrap();
+    let packets = receiving.await.unwrap();
     assert!(packets.len() > 100, "only {} packets aired", packets.len());
     let first = packets[0].at;
     let last = packets.last().unwrap().at;

@@ -127,11 +127,6 @@ impl LiveFeed {
         inner.frames.clear();
     }
 
-    /// Frames written since the start.
-    pub fn written(&self) -> u64 {
-        self.lock().written()
-    }
-
     pub fn stats(&self) -> FeedStats {
         let inner = self.lock();
         FeedStats {

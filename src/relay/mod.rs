@@ -146,6 +146,10 @@ pub struct RelayStatus {
     pub decoded_ms: u64,
     /// The leveller's current gain, in dB.
     pub gain_db: f64,
+    /// Times a cluster's cushion ran dry (the stream came late), over every format.
+    pub underruns: u64,
+    /// Frames skipped to keep latency bounded (bursts, a fast remote clock).
+    pub skipped_frames: u64,
 }
 
 /// The relays running now, by broadcast, and fleet-wide counters for `/metrics`.
@@ -161,6 +165,13 @@ struct Handle {
     stopped: AtomicBool,
     status: Mutex<RelayStatus>,
     meter: Arc<Meter>,
+    feeds: Vec<Arc<LiveFeed>>,
+}
+
+impl Handle {
+    fn status(&self) -> std::sync::MutexGuard<'_, RelayStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Relays {
@@ -178,13 +189,14 @@ impl Relays {
 
     pub fn status(&self, broadcast: &str) -> Option<RelayStatus> {
         let h = self.lock().get(broadcast)?.clone();
-        let mut status = h
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut status = h.status().clone();
         status.decoded_ms = h.meter.decoded_ms.load(Ordering::Relaxed);
         status.gain_db = h.meter.gain_centi_db.load(Ordering::Relaxed) as f64 / 100.0;
+        for feed in &h.feeds {
+            let stats = feed.stats();
+            status.underruns += stats.underruns;
+            status.skipped_frames += stats.skipped;
+        }
         Some(status)
     }
 
@@ -250,8 +262,11 @@ pub async fn run(state: AppState, job: Job) {
             last_fault: None,
             decoded_ms: 0,
             gain_db: 0.0,
+            underruns: 0,
+            skipped_frames: 0,
         }),
         meter: meter.clone(),
+        feeds: job.outputs.iter().map(|o| o.feed.clone()).collect(),
     });
     state
         .relays
@@ -302,11 +317,7 @@ impl Relay {
     }
 
     fn set_state(&self, to: RelayState) {
-        self.handle
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .state = to;
+        self.handle.status().state = to;
     }
 
     async fn event(&self, kind: &str, detail: &str) {
@@ -345,11 +356,7 @@ impl Relay {
                         .faults_total
                         .fetch_add(1, Ordering::Relaxed);
                     {
-                        let mut status = self
-                            .handle
-                            .status
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
+                        let mut status = self.handle.status();
                         status.faults += 1;
                         status.last_fault = Some(why.clone());
                         if status.state != RelayState::FallenBack {
@@ -626,9 +633,7 @@ impl Relay {
             {
                 let why = self
                     .handle
-                    .status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
+                    .status()
                     .last_fault
                     .clone()
                     .unwrap_or_else(|| "no audio".into());
@@ -732,9 +737,7 @@ impl Relay {
             // Nothing came in the whole window: the airing did not happen.
             let last = self
                 .handle
-                .status
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .status()
                 .last_fault
                 .clone()
                 .unwrap_or_else(|| "no answer".into());

@@ -56,7 +56,6 @@ pub struct Pipeline {
     meter: Arc<Meter>,
     levelled: Vec<f32>,
     frames: Vec<Bytes>,
-    decoded_samples: u64,
 }
 
 impl Pipeline {
@@ -94,7 +93,6 @@ impl Pipeline {
             meter,
             levelled: Vec::new(),
             frames: Vec::new(),
-            decoded_samples: 0,
         })
     }
 
@@ -121,7 +119,6 @@ impl Pipeline {
             .silence
             .get_or_insert_with(|| SilenceDetector::new(rate, self.silence_threshold_dbfs));
         silence.push(mono);
-        self.decoded_samples += mono.len() as u64;
         let meter = &self.meter;
         meter
             .decoded_ms

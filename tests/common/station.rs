@@ -358,3 +358,19 @@ pub fn latencies_ms(arrivals: &[Instant], lag: usize, period: usize, conn: &Serv
     out.sort_by(f64::total_cmp);
     out
 }
+
+/// RTP packets as they arrive on a receiver, for `limit` (whatever gaps the stream has).
+pub fn collect(rx: &crate::common::Receiver, limit: Duration) -> Vec<crate::common::Datagram> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(n) = rx.rtp.recv(&mut buf) {
+            out.push(crate::common::Datagram {
+                at: Instant::now(),
+                bytes: buf[..n].to_vec(),
+            });
+        }
+    }
+    out
+}
